@@ -1,0 +1,39 @@
+# The two front doors: `make demo` (end to end on synthetic data) and `make test` (the whole suite).
+# Each bootstraps .venv idempotently: CPU PyTorch first (so no multi-GB CUDA build is pulled), then the project.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+DEMO_DATA ?= data/demo
+ARTIFACTS ?= artifacts
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test lint typecheck bench clean serve
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/recengine data synth -o $(DEMO_DATA)
+	$(VENV)/bin/recengine train --engine popularity --data $(DEMO_DATA)
+	$(VENV)/bin/recengine train --engine ease --data $(DEMO_DATA)
+	$(VENV)/bin/recengine models
+
+test: $(STAMP)
+	$(PY) -m pytest --cov=recengine --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) benchmarks/quality.py
+
+clean:
+	rm -rf $(DEMO_DATA) $(ARTIFACTS) .pytest_cache .coverage

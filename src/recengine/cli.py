@@ -1,0 +1,303 @@
+"""The ``recengine`` command line. Thin: it reads the settings, calls the library and prints.
+
+Every expected failure (bad input, bad config, bad artifact) is a :class:`RecengineError`, printed as one line on
+stderr with exit code 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from recengine.errors import RecengineError
+from recengine.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="recengine",
+    help="Train, evaluate and serve recommendation models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Prepare processed data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console(stderr=True)
+out = Console()
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="recengine.toml to read.")]
+ProfileOpt = Annotated[str | None, typer.Option("--profile", help="dev, test or prod.")]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def errors_to_exit() -> Iterator[None]:
+    try:
+        yield
+    except RecengineError as exc:
+        raise fail(str(exc)) from None
+
+
+def settings_from(config: Path | None, profile: str | None = None) -> Settings:
+    with errors_to_exit():
+        return load_settings(config, profile=profile)
+
+
+def progress_bar(transient: bool = True) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=transient,
+    )
+
+
+def print_metrics(title: str, metrics: dict[str, Any]) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+# ---- data ----------------------------------------------------------------------------------------------------------
+@data_app.command("synth")
+def data_synth(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Data set directory to write.")],
+    users: Annotated[int, typer.Option(min=1, max=10_000_000)] = 2000,
+    items: Annotated[int, typer.Option(min=10, max=10_000_000)] = 1000,
+    seed: int = 0,
+    p_sequential: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.6,
+    config: ConfigOpt = None,
+) -> None:
+    """Generate the deterministic synthetic data set and write it processed."""
+    from recengine.data.synthetic import SynthConfig, generate
+    from recengine.data.transforms import build_dataset
+
+    settings = settings_from(config)
+    with errors_to_exit():
+        raw, meta = generate(SynthConfig(n_users=users, n_items=items, seed=seed, p_sequential=p_sequential))
+        options = prepare_options(settings, {"kind": "synthetic", "users": users, "items": items, "seed": seed})
+        ds = build_dataset(raw, meta, options)
+        ds.save(output)
+    console.print(
+        f"wrote {output}: {ds.n_users} users, {ds.n_items} items, {ds.n_interactions} interactions "
+        f"(hash {ds.content_hash})"
+    )
+
+
+def prepare_options(settings: Settings, source: dict[str, Any]) -> Any:
+    from recengine.data.transforms import PrepareOptions
+
+    d = settings.data
+    return PrepareOptions(
+        min_rating=d.min_rating,
+        dedupe=d.dedupe,
+        user_core=d.user_core,
+        item_core=d.item_core,
+        split=d.split,
+        temporal_valid_fraction=d.temporal_valid_fraction,
+        temporal_test_fraction=d.temporal_test_fraction,
+        source=source,
+    )
+
+
+@data_app.command("prepare")
+def data_prepare(
+    source: Annotated[Path, typer.Argument(help="Interaction file (or a MovieLens folder).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Data set directory to write.")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="auto, csv, tsv, parquet, movielens, sequences or pairs.")
+    ] = "auto",
+    items: Annotated[Path | None, typer.Option("--items", help="Item metadata file.")] = None,
+    user_col: Annotated[str | None, typer.Option(help="Column holding the user id.")] = None,
+    item_col: Annotated[str | None, typer.Option(help="Column holding the item id.")] = None,
+    time_col: Annotated[str | None, typer.Option(help="Column holding the timestamp.")] = None,
+    rating_col: Annotated[str | None, typer.Option(help="Column holding the rating.")] = None,
+    on_invalid: Annotated[str | None, typer.Option(help="fail or drop (default from config).")] = None,
+    min_rating: Annotated[float | None, typer.Option(help="Implicit-feedback threshold.")] = None,
+    split: Annotated[str | None, typer.Option(help="leave_one_out or temporal.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Read raw interactions, validate, transform, split and write a processed data set."""
+    from recengine.data.readers import ColumnMapping, read_interactions, read_items
+    from recengine.data.transforms import build_dataset
+
+    settings = settings_from(config)
+    with errors_to_exit():
+        data = settings.data.model_copy(
+            update={
+                k: v
+                for k, v in {"on_invalid": on_invalid, "min_rating": min_rating, "split": split}.items()
+                if v is not None
+            }
+        )
+        settings = settings.model_copy(update={"data": type(data).model_validate(data.model_dump())})
+        mapping = ColumnMapping.from_options(user=user_col, item=item_col, timestamp=time_col, rating=rating_col)
+        raw, report = read_interactions(source, fmt=fmt, mapping=mapping, on_invalid=settings.data.on_invalid)
+        meta = None
+        if items is not None:
+            meta, item_report = read_items(items, on_invalid=settings.data.on_invalid)
+            report = report.merge(item_report)
+        options = prepare_options(settings, {"path": str(source), "format": fmt, "items": str(items or "")})
+        ds = build_dataset(raw, meta, options)
+        ds.manifest["validation"] = report.to_dict()
+        ds.save(output)
+    if report.n_rejected:
+        console.print(report.summary())
+    console.print(
+        f"wrote {output}: {ds.n_users} users, {ds.n_items} items, {ds.n_interactions} interactions "
+        f"(hash {ds.content_hash})"
+    )
+
+
+# ---- train / evaluate ----------------------------------------------------------------------------------------------
+@app.command()
+def train(
+    engine: Annotated[str, typer.Option("--engine", "-e", help="popularity, ease, transformer or neural.")],
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="Processed data set directory.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Model directory (default: a new version in artifacts/).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
+    events: Annotated[
+        Path | None, typer.Option("--events", help="Also train on the events recorded in this event log.")
+    ] = None,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Train an engine, evaluate it on the test split and write its artifact."""
+    from recengine.data.dataset import Dataset
+    from recengine.engines import engine_class
+    from recengine.engines.artifact import set_current, version_dir
+    from recengine.evaluation import evaluate
+
+    settings = settings_from(config, profile)
+    if epochs is not None:
+        settings.training.epochs = epochs
+    with errors_to_exit():
+        cls = engine_class(engine)
+        dataset = Dataset.load(data or settings.data.dir)
+        if events is not None:
+            from recengine.serving.events import merge_event_log
+
+            dataset = merge_event_log(dataset, events)
+        section = getattr(settings.engines, engine)
+        target = output or version_dir(settings.serving.artifacts_dir, engine)
+        started = time.perf_counter()
+        with progress_bar(transient=False) as bar:
+            task = bar.add_task(f"train {engine}", total=None, info="")
+
+            def report(message: str, done: int | None = None, total: int | None = None) -> None:
+                bar.update(task, info=message, completed=done, total=total)
+
+            model = cls.fit(
+                dataset,
+                section,
+                training=settings.training,
+                tracking_dir=settings.serving.artifacts_dir,
+                progress=report,
+            )
+        train_s = time.perf_counter() - started
+        with progress_bar() as bar:
+            task = bar.add_task("evaluate test", total=None, info="")
+            metrics = evaluate(
+                model.score, dataset, split="test", ks=(10, 20), progress=lambda d, t: bar.update(task, completed=d, total=t)
+            )
+        model.metrics = {**model.metrics, "test": metrics, "train_seconds": round(train_s, 2)}
+        model.save(target)
+        if output is None:
+            set_current(target)
+        _log_test_metrics(model, metrics)
+    print_metrics(f"{engine} — test ({metrics['n_users']} users)", _headline(metrics))
+    console.print(f"model written to {target} in {train_s:.1f} s")
+
+
+def _log_test_metrics(model: Any, metrics: dict[str, Any]) -> None:
+    """Engines trained with MLflow tracking expose their run; the final test metrics go to it."""
+    hook: Callable[[dict[str, Any]], None] | None = getattr(model, "log_test_metrics", None)
+    if hook is not None:
+        hook(metrics)
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if "@" in k or k == "n_users"}
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model directory.")],
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="Processed data set directory.")] = None,
+    split: Annotated[str, typer.Option(help="test or valid.")] = "test",
+    k: Annotated[list[int] | None, typer.Option("--k", help="Cut-offs, e.g. --k 10 --k 20.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Write the metrics as JSON here.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Full-ranking evaluation of a trained model on a data set split."""
+    from recengine.data.dataset import Dataset
+    from recengine.engines import load_engine
+    from recengine.evaluation import evaluate
+
+    settings = settings_from(config)
+    ks = tuple(k or (10, 20))
+    if split not in ("test", "valid"):
+        raise fail(f"--split must be test or valid, got {split!r}")
+    if any(x < 1 for x in ks):
+        raise fail("--k values must be ≥ 1")
+    with errors_to_exit():
+        engine = load_engine(model)
+        dataset = Dataset.load(data or settings.data.dir)
+        trained_on = engine.config.get("dataset_hash")
+        if trained_on and trained_on != dataset.content_hash:
+            console.print(
+                f"[yellow]warning:[/] model was trained on data set {trained_on}, evaluating on {dataset.content_hash}"
+            )
+        if len(engine.item_ids) != dataset.n_items or engine.item_ids.ids != dataset.items.ids.ids:
+            raise fail(f"{model}: the model's item vocabulary does not match the data set at {dataset.path}")
+        with progress_bar() as bar:
+            task = bar.add_task(f"evaluate {split}", total=None, info="")
+            metrics = evaluate(
+                engine.score, dataset, split=split, ks=ks, progress=lambda d, t: bar.update(task, completed=d, total=t)
+            )
+    metrics["engine"] = engine.name
+    metrics["model_version"] = engine.version
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    print_metrics(f"{engine.name} — {split} ({metrics['n_users']} users)", _headline(metrics))
+
+
+@app.command()
+def config(
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Print the effective configuration (file + environment + profile) as JSON."""
+    settings = settings_from(config, profile)
+    out.print_json(settings.model_dump_json())
+
+
+def main() -> None:  # pragma: no cover - the console script calls app() directly
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

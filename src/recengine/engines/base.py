@@ -1,0 +1,120 @@
+"""The Engine contract: anything that can answer a recommendation.
+
+Every engine works in index space (item indices from the data set's id map, 1-based, 0 = padding); the serving
+layer translates external ids. A history is an int64 array of item indices in time order, oldest first.
+
+    engine = Popularity.fit(dataset, settings.engines.popularity)   # train (classmethod)
+    engine.save(model_dir)                                          # artifact: safetensors + JSON
+    engine = load_engine(model_dir)                                 # any engine, from the directory alone
+    scores = engine.score(histories)                                # (B, n_items + 1) — used by the evaluator
+    ids, scores = engine.recommend(histories, k=10, exclude=...)    # (B, k) each, best first
+    ids, scores = engine.similar_items(np.array([item]), k=10)     # (B, k) each, the item itself left out
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import torch
+
+from recengine.data.dataset import Dataset, IdMap, ItemCatalog
+from recengine.evaluation import mask_scores
+
+
+class Engine(ABC):
+    """Base class of every engine. Subclasses set ``name`` and implement fit / score / save / load."""
+
+    name: ClassVar[str]
+    #: True when the engine needs a non-empty history (it raises NoHistory otherwise).
+    needs_history: ClassVar[bool] = False
+
+    def __init__(
+        self, items: ItemCatalog, config: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None
+    ) -> None:
+        self.items = items
+        #: config.json contents: hyper-parameters, data set hash, version.
+        self.config: dict[str, Any] = config or {}
+        #: metrics.json contents: training, validation and test figures.
+        self.metrics: dict[str, Any] = metrics or {}
+
+    @property
+    def item_ids(self) -> IdMap:
+        return self.items.ids
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items.ids)
+
+    @property
+    def version(self) -> str:
+        return str(self.config.get("version", "unversioned"))
+
+    # ---- training ----------------------------------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def fit(cls, dataset: Dataset, config: Any, **kwargs: Any) -> Self:
+        """Train on ``dataset`` (its train split; validation for model selection) and return the engine."""
+
+    # ---- inference ---------------------------------------------------------------------------------------------
+    @abstractmethod
+    def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """Scores of every item for each history: float32 tensor (B, n_items + 1), column 0 unused."""
+
+    def recommend(
+        self,
+        histories: Sequence[np.ndarray],
+        k: int,
+        exclude: Sequence[np.ndarray] | None = None,
+        exclude_history: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` item indices and scores per history, best first, (B, k) each.
+
+        ``exclude`` adds per-row items that must not be returned. Rows with fewer than ``k`` candidates are padded
+        with index 0 and score -inf.
+        """
+        scores = self.score(histories).clone()
+        masked: list[np.ndarray] = []
+        for i, h in enumerate(histories):
+            parts = [np.asarray(h, dtype=np.int64)] if exclude_history else []
+            if exclude is not None and i < len(exclude):
+                parts.append(np.asarray(exclude[i], dtype=np.int64))
+            masked.append(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
+        mask_scores(scores, masked)
+        return topk(scores, k)
+
+    def similar_items(self, item_indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Items most similar to each given item, the item itself left out. Default: one-item histories."""
+        histories = [np.asarray([i], dtype=np.int64) for i in np.asarray(item_indices).reshape(-1)]
+        return self.recommend(histories, k)
+
+    # ---- persistence -------------------------------------------------------------------------------------------
+    @abstractmethod
+    def save(self, path: Path) -> Path:
+        """Write the artifact directory (see ``engines/artifact.py``) and return it."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: Path) -> Self:
+        """Rebuild the engine from an artifact directory alone."""
+
+
+def topk(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of each row as numpy arrays; -inf entries come back as index 0."""
+    k = max(0, min(int(k), scores.shape[1] - 1))
+    values, indices = torch.topk(scores, k, dim=1)
+    indices = torch.where(torch.isinf(values) & (values < 0), torch.zeros_like(indices), indices)
+    return indices.numpy(), values.numpy()
+
+
+def histories_to_dense(histories: Sequence[np.ndarray], n_cols: int) -> torch.Tensor:
+    """Binary (B, n_cols) dense matrix of the histories (duplicates count once)."""
+    out = torch.zeros((len(histories), n_cols), dtype=torch.float32)
+    for i, h in enumerate(histories):
+        if len(h):
+            out[i, torch.as_tensor(np.asarray(h, dtype=np.int64))] = 1.0
+    out[:, 0] = 0.0
+    return out

@@ -1,0 +1,66 @@
+"""One exception tree for the whole package.
+
+    RecengineError
+    ├── ConfigError            a setting is missing, malformed or out of range
+    ├── DataError              input data cannot be read or fails validation
+    │   └── ValidationFailed   rows were rejected under the "fail" policy
+    ├── ArtifactError          a model directory is missing a file, has a wrong shape or an unknown engine
+    ├── EngineError            an engine cannot answer this request
+    │   ├── EngineUnavailable  disabled, not loaded, circuit open or out of time
+    │   ├── NoHistory          a sequence engine was asked with an empty history
+    │   └── CatalogueTooLarge  the engine refuses a catalogue beyond its memory budget
+    ├── NotFound               an item / engine / model version that does not exist
+    └── EventRejected          an event fails validation and was not stored
+
+Services raise these; only ``api/problems.py`` maps them to HTTP and only ``cli.py`` to exit codes.
+"""
+
+from __future__ import annotations
+
+
+class RecengineError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(RecengineError):
+    """A setting is missing, malformed or outside its allowed range."""
+
+
+class DataError(RecengineError):
+    """Input data cannot be read, or does not have the expected shape."""
+
+
+class ValidationFailed(DataError):
+    """Rows were rejected and the policy says to fail rather than drop them."""
+
+    def __init__(self, message: str, report: object | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ArtifactError(RecengineError):
+    """A model artifact directory cannot be loaded."""
+
+
+class EngineError(RecengineError):
+    """An engine cannot answer this request."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine is disabled, not loaded, its circuit is open or it ran out of time."""
+
+
+class NoHistory(EngineError):
+    """A sequence engine needs at least one known item in the history."""
+
+
+class CatalogueTooLarge(EngineError):
+    """The engine refuses to fit a catalogue that would not fit its memory budget."""
+
+
+class NotFound(RecengineError):
+    """An item, engine or model version that does not exist."""
+
+
+class EventRejected(RecengineError):
+    """An incoming event failed validation and was not stored."""

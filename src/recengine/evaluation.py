@@ -1,0 +1,126 @@
+"""Full-ranking evaluation: every item is a candidate, the user's history is excluded.
+
+For each user with targets ``T`` (one under leave-one-out), the rank of a target is the number of candidate items
+scored strictly higher than it (ties resolved in the target's favour, so a constant scorer is not rewarded for ties
+beyond its own position). From the ranks:
+
+- ``hr@K``      1 if any target ranks below K (= Recall@K when there is one target)
+- ``recall@K``  share of targets ranked below K
+- ``ndcg@K``    DCG of the hit targets over the ideal DCG of min(|T|, K) hits
+- ``mrr@K``     1 / (best rank + 1) when it is below K, else 0
+- ``coverage@K``   share of the catalogue that appears in at least one top-K list
+- ``popularity@K`` mean training count of the recommended items, over the mean count of all items
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from recengine.data.dataset import Dataset
+
+Scorer = Callable[[Sequence[np.ndarray]], np.ndarray | torch.Tensor]
+"""Maps a batch of histories (item index arrays) to scores of shape (B, n_items + 1); column 0 is padding."""
+
+
+def mask_scores(scores: torch.Tensor, histories: Sequence[np.ndarray]) -> torch.Tensor:
+    """Set padding and every history item to -inf, in place; returns ``scores``."""
+    scores[:, 0] = -torch.inf
+    rows = np.concatenate([np.full(len(h), i, dtype=np.int64) for i, h in enumerate(histories)] or [[]])
+    cols = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories] or [[]])
+    if rows.size:
+        scores[torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(cols.astype(np.int64))] = -torch.inf
+    return scores
+
+
+def rank_metrics(
+    scores: torch.Tensor, targets: Sequence[np.ndarray], ks: Sequence[int]
+) -> dict[str, torch.Tensor]:
+    """Per-user metrics from masked scores (B, N) and each user's target items. Returns name → (B,) tensor."""
+    bsz = scores.shape[0]
+    t_max = max(len(t) for t in targets)
+    tgt = torch.zeros((bsz, t_max), dtype=torch.long)
+    valid = torch.zeros((bsz, t_max), dtype=torch.bool)
+    for i, t in enumerate(targets):
+        tgt[i, : len(t)] = torch.as_tensor(t, dtype=torch.long)
+        valid[i, : len(t)] = True
+    tscore = scores.gather(1, tgt)  # (B, T)
+    # Rank = items strictly above the target; one target column at a time keeps memory at (B, N).
+    ranks = torch.stack([(scores > tscore[:, j : j + 1]).sum(1) for j in range(t_max)], dim=1)  # (B, T)
+    # A target excluded as history (score -inf) is never a hit.
+    ranks = torch.where(torch.isinf(tscore) & (tscore < 0), torch.full_like(ranks, 1 << 30), ranks)
+    ranks = torch.where(valid, ranks, torch.full_like(ranks, 1 << 30))
+    n_t = valid.sum(1).float()
+    out: dict[str, torch.Tensor] = {}
+    for k in ks:
+        hit = ranks < k  # (B, T)
+        gains = torch.where(hit, 1.0 / torch.log2(ranks.float() + 2.0), torch.zeros(()))
+        ideal_n = torch.clamp(n_t, max=k).long()
+        discounts = 1.0 / torch.log2(torch.arange(k, dtype=torch.float32) + 2.0)
+        idcg = torch.cumsum(discounts, 0)[ideal_n - 1]
+        best = ranks.min(1).values
+        out[f"hr@{k}"] = hit.any(1).float()
+        out[f"recall@{k}"] = hit.sum(1).float() / n_t
+        out[f"ndcg@{k}"] = gains.sum(1) / idcg
+        out[f"mrr@{k}"] = torch.where(best < k, 1.0 / (best.float() + 1.0), torch.zeros(()))
+    return out
+
+
+def evaluate(
+    scorer: Scorer,
+    dataset: Dataset,
+    split: str = "test",
+    ks: Sequence[int] = (10, 20),
+    batch_size: int = 512,
+    max_users: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Score every evaluation user of ``split`` with ``scorer`` and average the metrics.
+
+    Returns flat keys (``hr@10``, ``ndcg@10``, …, ``coverage@10``, ``popularity@10``, ``n_users``, ``dataset_hash``).
+    """
+    users, histories, targets = dataset.eval_cases(split)
+    if max_users is not None and len(users) > max_users:
+        # A fixed, evenly spread subset keeps validation during training cheap and repeatable.
+        pick = np.linspace(0, len(users) - 1, max_users).astype(np.int64)
+        histories = [histories[i] for i in pick]
+        targets = [targets[i] for i in pick]
+    ks = sorted(set(int(k) for k in ks))
+    kmax = max(ks)
+    counts = torch.from_numpy(dataset.item_counts(max_split=0).astype(np.float32))
+    mean_count = float(counts[1:].mean()) if dataset.n_items else 1.0
+    sums: dict[str, float] = {}
+    seen = [torch.zeros(dataset.n_items + 1, dtype=torch.bool) for _ in ks]
+    pop_sums = [0.0 for _ in ks]
+    n = len(histories)
+    for start in range(0, n, batch_size):
+        hb = histories[start : start + batch_size]
+        tb = targets[start : start + batch_size]
+        raw = scorer(hb)
+        scores = torch.as_tensor(raw, dtype=torch.float32).clone()
+        if scores.shape != (len(hb), dataset.n_items + 1):
+            raise ValueError(
+                f"scorer returned shape {tuple(scores.shape)}, expected ({len(hb)}, {dataset.n_items + 1})"
+            )
+        mask_scores(scores, hb)
+        for name, values in rank_metrics(scores, tb, ks).items():
+            sums[name] = sums.get(name, 0.0) + float(values.sum())
+        top = torch.topk(scores, min(kmax, dataset.n_items), dim=1).indices
+        for j, k in enumerate(ks):
+            topk = top[:, :k]
+            seen[j][topk.reshape(-1)] = True
+            pop_sums[j] += float(counts[topk].mean(1).sum())
+        if progress is not None:
+            progress(min(start + batch_size, n), n)
+    result: dict[str, Any] = {name: total / max(1, n) for name, total in sorted(sums.items())}
+    for j, k in enumerate(ks):
+        seen[j][0] = False
+        result[f"coverage@{k}"] = float(seen[j].sum()) / max(1, dataset.n_items)
+        result[f"popularity@{k}"] = pop_sums[j] / max(1, n) / max(mean_count, 1e-12)
+    result["n_users"] = n
+    result["split"] = split
+    result["dataset_hash"] = dataset.content_hash
+    return result

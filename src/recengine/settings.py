@@ -1,0 +1,337 @@
+"""One configuration system: ``recengine.toml`` + environment overrides + named profiles.
+
+Precedence, highest first: explicit keyword arguments (CLI flags) → ``RECENGINE_<SECTION>__<KEY>`` environment
+variables → the TOML file (``--config FILE``, else ``$RECENGINE_CONFIG``, else ``./recengine.toml`` when present)
+→ the profile's defaults → the defaults written here.
+
+Only ``cli.py`` and ``api/app.py`` build a :class:`Settings`; everything below them receives the narrow section it needs.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from recengine.errors import ConfigError
+
+Profile = Literal["dev", "test", "prod"]
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos: refuse them instead of silently ignoring a setting.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSettings(_Section):
+    dir: Path = Path("data/demo")
+    """Processed data set used by ``demo``, ``serve`` (history seeding) and as the default ``--data``."""
+    on_invalid: Literal["fail", "drop"] = "drop"
+    """What to do with a row that fails validation: stop with an error, or drop it and report it."""
+    min_rating: float | None = None
+    """Implicit-feedback threshold: rows with a rating below it are not interactions. None keeps every row."""
+    user_core: int = Field(default=0, ge=0, le=1000)
+    item_core: int = Field(default=0, ge=0, le=1000)
+    split: Literal["leave_one_out", "temporal"] = "leave_one_out"
+    temporal_valid_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    temporal_test_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    dedupe: Literal["none", "consecutive", "all"] = "none"
+    """Duplicate (user, item) events: keep all, drop immediate repeats, or keep the first only."""
+
+
+class PopularitySettings(_Section):
+    enabled: bool = True
+    window_days: float | None = Field(default=None, gt=0)
+    """Count only interactions newer than this many days before the newest one; None counts everything."""
+
+
+class EaseSettings(_Section):
+    enabled: bool = True
+    lambdas: list[float] = Field(default_factory=lambda: [10.0, 50.0, 100.0, 250.0, 500.0, 1000.0])
+    """L2 strengths tried; the best on validation NDCG@10 is kept."""
+    max_items: int = Field(default=20_000, ge=10, le=200_000)
+    """Refuse catalogues larger than this: fitting holds about three dense items² float64 matrices."""
+
+    @field_validator("lambdas")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if not v or any(x <= 0 for x in v):
+            raise ValueError("must be a non-empty list of positive numbers")
+        return v
+
+
+class TransformerSettings(_Section):
+    enabled: bool = True
+    max_len: int = Field(default=50, ge=2, le=512)
+    d_model: int = Field(default=64, ge=8, le=1024)
+    n_layers: int = Field(default=2, ge=1, le=12)
+    n_heads: int = Field(default=2, ge=1, le=16)
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    loss: Literal["ce", "sampled_softmax", "bce"] = "ce"
+    n_negatives: int = Field(default=256, ge=1, le=100_000)
+    """Negatives per step for the sampled losses."""
+    inference_threads: int = Field(default=1, ge=1, le=64)
+
+
+class NeuralSettings(_Section):
+    enabled: bool = True
+    d_model: int = Field(default=64, ge=8, le=1024)
+    max_len: int = Field(default=50, ge=1, le=512)
+    temperature: float = Field(default=0.05, gt=0.0, le=10.0)
+    feature_dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    title_buckets: int = Field(default=4096, ge=16, le=1_000_000)
+    n_uniform_negatives: int = Field(default=0, ge=0, le=100_000)
+    ann_threshold: int = Field(default=50_000, ge=0)
+    """Catalogues with more items than this are served from an ANN index instead of an exact matrix product."""
+    ann_kind: Literal["hnsw", "ivf"] = "hnsw"
+    inference_threads: int = Field(default=1, ge=1, le=64)
+
+
+class EnginesSettings(_Section):
+    popularity: PopularitySettings = Field(default_factory=PopularitySettings)
+    ease: EaseSettings = Field(default_factory=EaseSettings)
+    transformer: TransformerSettings = Field(default_factory=TransformerSettings)
+    neural: NeuralSettings = Field(default_factory=NeuralSettings)
+
+
+class TrainingSettings(_Section):
+    seed: int = 42
+    epochs: int = Field(default=200, ge=1, le=10_000)
+    batch_size: int = Field(default=128, ge=1, le=65_536)
+    lr: float = Field(default=1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = Field(default=0, ge=0)
+    grad_clip: float = Field(default=1.0, ge=0.0)
+    patience: int = Field(default=5, ge=1, le=1000)
+    """Epochs without a better validation NDCG@10 before training stops."""
+    max_minutes: float | None = Field(default=None, gt=0)
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = Field(default=1, ge=1)
+    precision: str = "32-true"
+    num_threads: int | None = Field(default=None, ge=1, le=256)
+    tracking_uri: str | None = None
+    """MLflow tracking store; None means a local file store under the artifacts folder (works offline)."""
+    experiment: str = "recengine"
+    wandb: bool = False
+
+
+class ServingSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65_535)
+    workers: int = Field(default=1, ge=1, le=64)
+    artifacts_dir: Path = Path("artifacts")
+    default_k: int = Field(default=10, ge=1, le=1000)
+    max_k: int = Field(default=100, ge=1, le=10_000)
+    max_batch_events: int = Field(default=1000, ge=1, le=100_000)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    engine_timeout_ms: float = Field(default=50.0, gt=0, le=60_000)
+    inference_workers: int = Field(default=2, ge=1, le=64)
+    admin_api_key: str | None = None
+    history_max_len: int = Field(default=200, ge=1, le=10_000)
+    events_db: Path | None = None
+    """SQLite event log; None puts ``events.sqlite3`` in the artifacts folder."""
+    events_backend: Literal["sqlite", "redis"] = "sqlite"
+    breaker_failures: int = Field(default=5, ge=1, le=1000)
+    breaker_reset_s: float = Field(default=10.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _k_bounds(self) -> ServingSettings:
+        if self.default_k > self.max_k:
+            raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
+        return self
+
+
+class ExperimentSettings(_Section):
+    name: str = "default"
+    weights: dict[str, float] = Field(default_factory=dict)
+    """Engine name → traffic share; empty means no experiment (rules decide)."""
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in v.values()):
+            raise ValueError("weights must be ≥ 0")
+        if v and sum(v.values()) <= 0:
+            raise ValueError("weights must not all be 0")
+        return v
+
+
+class RoutingSettings(_Section):
+    short_history: int = Field(default=5, ge=0, le=10_000)
+    """Histories shorter than this go to the neural engine; longer ones to the transformer."""
+    fallback: list[str] = Field(default_factory=lambda: ["transformer", "neural", "ease", "popularity"])
+    experiment: ExperimentSettings = Field(default_factory=ExperimentSettings)
+
+
+class CacheSettings(_Section):
+    redis_url: str | None = None
+    """None uses the in-process cache; ``redis://host:port/db`` shares one across replicas."""
+    ttl_s: float = Field(default=300.0, ge=0, le=86_400 * 7)
+    max_entries: int = Field(default=100_000, ge=0)
+    redis_timeout_ms: float = Field(default=50.0, gt=0, le=10_000)
+    retry_after_s: float = Field(default=2.0, gt=0, le=600)
+    """After a Redis failure, serve from memory for this long before trying Redis again."""
+
+
+class ObservabilitySettings(_Section):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["console", "json"] = "console"
+    metrics: bool = True
+
+
+_PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dev": {},
+    "test": {"observability": {"log_level": "WARNING"}, "training": {"epochs": 3}},
+    "prod": {"observability": {"log_format": "json"}},
+}
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the TOML file, with the profile's defaults underneath it."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None, profile: str | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+        self.profile = profile
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.path is not None:
+            data = load_toml(self.path)
+        profile = self.profile or os.environ.get("RECENGINE_PROFILE") or data.get("profile") or "dev"
+        if profile not in _PROFILE_DEFAULTS:
+            raise ConfigError(f"profile = {profile!r}: expected one of dev, test, prod")
+        merged = _deep_merge(_PROFILE_DEFAULTS[profile], data)
+        merged["profile"] = profile
+        return merged
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class Settings(BaseSettings):
+    """The root of every setting; one attribute per section of ``recengine.toml``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECENGINE_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    profile: Profile = "dev"
+    data: DataSettings = Field(default_factory=DataSettings)
+    engines: EnginesSettings = Field(default_factory=EnginesSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+
+    @model_validator(mode="after")
+    def _refuse_insecure_prod(self) -> Settings:
+        if self.profile == "prod":
+            key = self.serving.admin_api_key
+            if key is not None and len(key) < 16:
+                raise ValueError("serving.admin_api_key must be at least 16 characters in the prod profile")
+            if self.observability.log_format != "json":
+                raise ValueError("observability.log_format must be 'json' in the prod profile")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _TomlSource(settings_cls, None, None)
+
+
+def resolve_config_path(path: Path | None) -> Path | None:
+    if path is not None:
+        return path
+    env = os.environ.get("RECENGINE_CONFIG")
+    if env:
+        return Path(env)
+    default = Path("recengine.toml")
+    return default if default.is_file() else None
+
+
+def load_settings(path: Path | None = None, profile: str | None = None, **overrides: Any) -> Settings:
+    """Build the settings, turning every validation problem into one readable :class:`ConfigError`."""
+    resolved = resolve_config_path(path)
+
+    # pydantic-settings builds its sources from the class, so the file and profile of this load live in a subclass.
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, env_settings, _TomlSource(settings_cls, resolved, profile)
+
+    try:
+        return _FromFile(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, resolved)) from None
+
+
+def format_validation_error(exc: ValidationError, path: Path | None = None) -> str:
+    """One line per problem: ``where: key = value: reason``."""
+    where = str(path) if path else "settings"
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" = {value!r}"
+        reason = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            reason = "unknown setting"
+        lines.append(f"{where}: {key}{shown}: {reason}")
+    return "\n".join(lines)
+
+
+# Settings that an operator may change at run time (PATCH /api/v1/admin/config); everything else needs a restart.
+RUNTIME_KEYS: tuple[str, ...] = (
+    "engines.popularity.enabled",
+    "engines.ease.enabled",
+    "engines.transformer.enabled",
+    "engines.neural.enabled",
+    "routing.short_history",
+    "routing.fallback",
+    "routing.experiment.name",
+    "routing.experiment.weights",
+    "cache.ttl_s",
+    "serving.engine_timeout_ms",
+)
