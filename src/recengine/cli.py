@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -40,7 +41,8 @@ ProfileOpt = Annotated[str | None, typer.Option("--profile", help="dev, test or 
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    # Messages quote user data (cells, file names): escape them so "[x]" is not read as rich markup.
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -162,7 +164,7 @@ def data_prepare(
         ds.manifest["validation"] = report.to_dict()
         ds.save(output)
     if report.n_rejected:
-        console.print(report.summary())
+        console.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
     console.print(
         f"wrote {output}: {ds.n_users} users, {ds.n_items} items, {ds.n_interactions} interactions "
         f"(hash {ds.content_hash})"
@@ -286,6 +288,40 @@ def evaluate_cmd(
 
 
 @app.command()
+def models(
+    artifacts: Annotated[Path | None, typer.Option("--artifacts", help="Artifacts folder (default from config).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """List the current model of each engine with its test metrics, side by side."""
+    from recengine.engines import ENGINE_CLASSES
+    from recengine.engines.artifact import current_dir
+
+    settings = settings_from(config)
+    root = artifacts or settings.serving.artifacts_dir
+    table = Table(title=f"current models in {root}")
+    table.add_column("engine", no_wrap=True, min_width=11)
+    table.add_column("version", overflow="fold")
+    for column in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "coverage@10", "train s"):
+        table.add_column(column, justify="right")
+    found = 0
+    for name in ENGINE_CLASSES:
+        path = current_dir(root, name)
+        if path is None:
+            continue
+        found += 1
+        try:
+            metrics = json.loads((path / "metrics.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            metrics = {}
+        test = metrics.get("test", {})
+        cells = [f"{test[k]:.4f}" if k in test else "—" for k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "coverage@10")]
+        table.add_row(name, path.name, *cells, str(metrics.get("train_seconds", "—")))
+    if not found:
+        raise fail(f"no models in {root}; train one with `recengine train --engine popularity --data DIR`")
+    out.print(table)
+
+
+@app.command()
 def config(
     config: ConfigOpt = None,
     profile: ProfileOpt = None,
@@ -293,6 +329,53 @@ def config(
     """Print the effective configuration (file + environment + profile) as JSON."""
     settings = settings_from(config, profile)
     out.print_json(settings.model_dump_json())
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: serving.host).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65_535, help="Port (default: serving.port).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Worker processes (default: serving.workers).")
+    ] = None,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Serve the current models of the artifacts folder over HTTP (OpenAPI at /docs)."""
+    import os
+
+    from recengine.engines import ENGINE_CLASSES
+    from recengine.engines.artifact import current_dir
+
+    settings = settings_from(config, profile)
+    root = settings.serving.artifacts_dir
+    if not any(current_dir(root, name) is not None for name in ENGINE_CLASSES):
+        raise fail(
+            f"no trained models in {root}/ — train one first: recengine data synth -o data/demo && "
+            "recengine train --engine popularity --data data/demo"
+        )
+    # Workers build their own settings: hand them the same file and profile through the environment.
+    if config is not None:
+        os.environ["RECENGINE_CONFIG"] = str(config.resolve())
+    if profile is not None:
+        os.environ["RECENGINE_PROFILE"] = profile
+    n_workers = workers or settings.serving.workers
+    if n_workers > 1 and settings.observability.metrics:
+        from recengine.observability.metrics import prepare_multiprocess_dir
+
+        prepare_multiprocess_dir()
+    import uvicorn
+
+    uvicorn.run(
+        "recengine.api.app:create_app",
+        factory=True,
+        host=host or settings.serving.host,
+        port=port or settings.serving.port,
+        workers=n_workers,
+        log_config=None,
+        access_log=False,  # the gateway writes its own access line, with request id and engine
+        server_header=False,
+    )
 
 
 def main() -> None:  # pragma: no cover - the console script calls app() directly

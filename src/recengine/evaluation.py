@@ -1,13 +1,13 @@
 """Full-ranking evaluation: every item is a candidate, the user's history is excluded.
 
 For each user with targets ``T`` (one under leave-one-out), the rank of a target is the number of candidate items
-scored strictly higher than it (ties resolved in the target's favour, so a constant scorer is not rewarded for ties
-beyond its own position). From the ranks:
+scored strictly higher than it, with ties among equal scores broken uniformly at random (in expectation; see
+:func:`rank_metrics`). From the ranks:
 
 - ``hr@K``      1 if any target ranks below K (= Recall@K when there is one target)
 - ``recall@K``  share of targets ranked below K
 - ``ndcg@K``    DCG of the hit targets over the ideal DCG of min(|T|, K) hits
-- ``mrr@K``     1 / (best rank + 1) when it is below K, else 0
+- ``mrr@K``     1 / (best rank + 1) when it is below K, else 0 (the best target's, with several)
 - ``coverage@K``   share of the catalogue that appears in at least one top-K list
 - ``popularity@K`` mean training count of the recommended items, over the mean count of all items
 """
@@ -39,7 +39,12 @@ def mask_scores(scores: torch.Tensor, histories: Sequence[np.ndarray]) -> torch.
 def rank_metrics(
     scores: torch.Tensor, targets: Sequence[np.ndarray], ks: Sequence[int]
 ) -> dict[str, torch.Tensor]:
-    """Per-user metrics from masked scores (B, N) and each user's target items. Returns name → (B,) tensor."""
+    """Per-user metrics from masked scores (B, N) and each user's target items. Returns name → (B,) tensor.
+
+    Ties are broken uniformly at random, in expectation: a target with ``g`` items strictly above it and ``e`` other
+    items scored equal takes each rank in ``g … g+e`` with probability 1/(e+1). A constant scorer therefore earns
+    exactly what a random order among equals would, neither more nor less.
+    """
     bsz = scores.shape[0]
     t_max = max(len(t) for t in targets)
     tgt = torch.zeros((bsz, t_max), dtype=torch.long)
@@ -48,24 +53,32 @@ def rank_metrics(
         tgt[i, : len(t)] = torch.as_tensor(t, dtype=torch.long)
         valid[i, : len(t)] = True
     tscore = scores.gather(1, tgt)  # (B, T)
-    # Rank = items strictly above the target; one target column at a time keeps memory at (B, N).
-    ranks = torch.stack([(scores > tscore[:, j : j + 1]).sum(1) for j in range(t_max)], dim=1)  # (B, T)
-    # A target excluded as history (score -inf) is never a hit.
-    ranks = torch.where(torch.isinf(tscore) & (tscore < 0), torch.full_like(ranks, 1 << 30), ranks)
-    ranks = torch.where(valid, ranks, torch.full_like(ranks, 1 << 30))
+    # One target column at a time keeps memory at (B, N).
+    above = torch.stack([(scores > tscore[:, j : j + 1]).sum(1) for j in range(t_max)], dim=1)  # (B, T)
+    equal = torch.stack([(scores == tscore[:, j : j + 1]).sum(1) for j in range(t_max)], dim=1) - 1
+    # A target excluded as history (score -inf) or a padding slot is never a hit.
+    never = ~valid | (torch.isinf(tscore) & (tscore < 0))
+    above = torch.where(never, torch.full_like(above, 1 << 30), above)
+    equal = torch.where(never, torch.zeros_like(equal), equal).clamp(min=0)
     n_t = valid.sum(1).float()
     out: dict[str, torch.Tensor] = {}
     for k in ks:
-        hit = ranks < k  # (B, T)
-        gains = torch.where(hit, 1.0 / torch.log2(ranks.float() + 2.0), torch.zeros(()))
+        ranks = torch.arange(k + 1, dtype=torch.float32)
+        # cum_x[n] = Σ_{r<n} x(r) for r < k: expected sums over a tie range become two look-ups.
+        cum_dcg = torch.cat([torch.zeros(1), torch.cumsum(1.0 / torch.log2(ranks[:k] + 2.0), 0)])
+        cum_rr = torch.cat([torch.zeros(1), torch.cumsum(1.0 / (ranks[:k] + 1.0), 0)])
+        lo = above.clamp(max=k)
+        hi = (above + equal + 1).clamp(max=k)
+        share = 1.0 / (equal.float() + 1.0)
+        p_hit = (hi - lo).float() * share  # (B, T) probability that the target lands in the top k
+        gain = (cum_dcg[hi] - cum_dcg[lo]) * share
+        rr = (cum_rr[hi] - cum_rr[lo]) * share
         ideal_n = torch.clamp(n_t, max=k).long()
-        discounts = 1.0 / torch.log2(torch.arange(k, dtype=torch.float32) + 2.0)
-        idcg = torch.cumsum(discounts, 0)[ideal_n - 1]
-        best = ranks.min(1).values
-        out[f"hr@{k}"] = hit.any(1).float()
-        out[f"recall@{k}"] = hit.sum(1).float() / n_t
-        out[f"ndcg@{k}"] = gains.sum(1) / idcg
-        out[f"mrr@{k}"] = torch.where(best < k, 1.0 / (best.float() + 1.0), torch.zeros(()))
+        idcg = cum_dcg[ideal_n]
+        out[f"hr@{k}"] = p_hit.max(1).values
+        out[f"recall@{k}"] = p_hit.sum(1) / n_t
+        out[f"ndcg@{k}"] = gain.sum(1) / idcg
+        out[f"mrr@{k}"] = rr.max(1).values
     return out
 
 

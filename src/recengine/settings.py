@@ -66,7 +66,8 @@ class EaseSettings(_Section):
 
 class TransformerSettings(_Section):
     enabled: bool = True
-    max_len: int = Field(default=50, ge=2, le=512)
+    max_len: int | Literal["auto"] = Field(default="auto")
+    """Items of history the model reads; "auto" = p90 of training sequence lengths, rounded up, within [20, 200]."""
     d_model: int = Field(default=64, ge=8, le=1024)
     n_layers: int = Field(default=2, ge=1, le=12)
     n_heads: int = Field(default=2, ge=1, le=16)
@@ -75,6 +76,13 @@ class TransformerSettings(_Section):
     n_negatives: int = Field(default=256, ge=1, le=100_000)
     """Negatives per step for the sampled losses."""
     inference_threads: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("max_len")
+    @classmethod
+    def _max_len(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 2 <= v <= 512:
+            raise ValueError("must be between 2 and 512, or \"auto\"")
+        return v
 
 
 class NeuralSettings(_Section):
@@ -109,6 +117,8 @@ class TrainingSettings(_Section):
     grad_clip: float = Field(default=1.0, ge=0.0)
     patience: int = Field(default=5, ge=1, le=1000)
     """Epochs without a better validation NDCG@10 before training stops."""
+    valid_users: int | None = Field(default=10_000, ge=1)
+    """Validate each epoch on this fixed, evenly spread subset of users (None = all) to keep validation cheap."""
     max_minutes: float | None = Field(default=None, gt=0)
     accelerator: str = "auto"
     devices: int | str = "auto"
@@ -140,6 +150,8 @@ class ServingSettings(_Section):
     events_backend: Literal["sqlite", "redis"] = "sqlite"
     breaker_failures: int = Field(default=5, ge=1, le=1000)
     breaker_reset_s: float = Field(default=10.0, gt=0, le=3600)
+    reload_poll_s: float = Field(default=5.0, ge=0, le=3600)
+    """How often each worker checks the CURRENT pointers, shared overrides and Redis recovery; 0 = never."""
 
     @model_validator(mode="after")
     def _k_bounds(self) -> ServingSettings:

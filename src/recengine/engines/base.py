@@ -13,6 +13,8 @@ layer translates external ids. A history is an int64 array of item indices in ti
 
 from __future__ import annotations
 
+import json
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +24,12 @@ import numpy as np
 import torch
 
 from recengine.data.dataset import Dataset, IdMap, ItemCatalog
+from recengine.engines.artifact import write_artifact
 from recengine.evaluation import mask_scores
+
+
+# Sparse CSR is "beta" in PyTorch but the product used here (CSR × dense) is long stable.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
 class Engine(ABC):
@@ -92,6 +99,12 @@ class Engine(ABC):
         return self.recommend(histories, k)
 
     # ---- persistence -------------------------------------------------------------------------------------------
+    def _write(self, path: Path, tensors: dict[str, torch.Tensor]) -> Path:
+        """Write the artifact and adopt the config as written (it gains a version and a creation time)."""
+        path = write_artifact(path, self.name, tensors, self.config, self.items, self.metrics)
+        self.config = json.loads((path / "config.json").read_text())
+        return path
+
     @abstractmethod
     def save(self, path: Path) -> Path:
         """Write the artifact directory (see ``engines/artifact.py``) and return it."""
@@ -110,11 +123,20 @@ def topk(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     return indices.numpy(), values.numpy()
 
 
-def histories_to_dense(histories: Sequence[np.ndarray], n_cols: int) -> torch.Tensor:
-    """Binary (B, n_cols) dense matrix of the histories (duplicates count once)."""
-    out = torch.zeros((len(histories), n_cols), dtype=torch.float32)
-    for i, h in enumerate(histories):
-        if len(h):
-            out[i, torch.as_tensor(np.asarray(h, dtype=np.int64))] = 1.0
-    out[:, 0] = 0.0
-    return out
+def histories_to_sparse(histories: Sequence[np.ndarray], n_cols: int) -> torch.Tensor:
+    """Binary (B, n_cols) sparse CSR matrix of the histories (duplicates and padding index 0 dropped)."""
+    crow = [0]
+    cols: list[np.ndarray] = []
+    for h in histories:
+        u = np.unique(np.asarray(h, dtype=np.int64))
+        u = u[u > 0]
+        cols.append(u)
+        crow.append(crow[-1] + u.size)
+    col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    return torch.sparse_csr_tensor(
+        torch.as_tensor(crow, dtype=torch.int64),
+        torch.from_numpy(col),
+        torch.ones(col.size, dtype=torch.float32),
+        size=(len(histories), n_cols),
+        check_invariants=False,  # built right above: sorted, in range, no duplicates
+    )

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from recengine.data.dataset import TRAIN, Dataset
-from recengine.engines.artifact import read_artifact, require, write_artifact
-from recengine.engines.base import Engine, histories_to_dense
+from recengine.engines.artifact import read_artifact, require
+from recengine.engines.base import Engine, histories_to_sparse
 from recengine.errors import CatalogueTooLarge, DataError
 from recengine.evaluation import evaluate
 from recengine.settings import EaseSettings
@@ -89,10 +89,11 @@ class EASE(Engine):
         )
 
     def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
-        return histories_to_dense(histories, self.weights.shape[0]) @ self.weights
+        # Histories are short: a sparse × dense product touches only the history rows of the weights.
+        return torch.sparse.mm(histories_to_sparse(histories, self.weights.shape[0]), self.weights)
 
     def save(self, path: Path) -> Path:
-        return write_artifact(path, self.name, {"weights": self.weights}, self.config, self.items, self.metrics)
+        return self._write(path, {"weights": self.weights})
 
     @classmethod
     def load(cls, path: Path) -> Self:

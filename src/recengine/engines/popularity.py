@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from recengine.data.dataset import TRAIN, Dataset
-from recengine.engines.artifact import read_artifact, require, write_artifact
+from recengine.engines.artifact import read_artifact, require
 from recengine.engines.base import Engine
 from recengine.settings import PopularitySettings
 
@@ -43,7 +43,7 @@ class Popularity(Engine):
         return self._scores.unsqueeze(0).expand(len(histories), -1)
 
     def save(self, path: Path) -> Path:
-        return write_artifact(path, self.name, {"counts": self.counts}, self.config, self.items, self.metrics)
+        return self._write(path, {"counts": self.counts})
 
     @classmethod
     def load(cls, path: Path) -> Self:

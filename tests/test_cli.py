@@ -1,0 +1,100 @@
+"""The command line as a user drives it: exit codes, one-line errors, files written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from recengine.cli import app
+from recengine.data.dataset import Dataset
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    code, output = run("data", "synth", "-o", str(root / "data"), "--users", "200", "--items", "60", "--seed", "3")
+    assert code == 0, output
+    return root
+
+
+def test_synth_writes_a_loadable_dataset(workspace: Path) -> None:
+    ds = Dataset.load(workspace / "data")
+    assert ds.n_users == 200
+    assert ds.items.titles is not None and ds.items.categories is not None
+
+
+def test_train_evaluate_and_models(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workspace)
+    code, output = run("train", "--engine", "popularity", "--data", "data")
+    assert code == 0, output
+    assert "ndcg@10" in output
+    code, output = run("train", "--engine", "ease", "--data", "data", "-o", "models/ease")
+    assert code == 0, output
+    assert (workspace / "models/ease/weights.safetensors").is_file()
+    metrics = json.loads((workspace / "models/ease/metrics.json").read_text())
+    assert 0 <= metrics["test"]["ndcg@10"] <= 1
+
+    code, output = run(
+        "evaluate", "--model", "models/ease", "--data", "data", "--split", "valid", "--k", "5", "--k", "10",
+        "--output", "out/m.json",
+    )
+    assert code == 0, output
+    written = json.loads((workspace / "out/m.json").read_text())
+    assert {"hr@5", "ndcg@5", "hr@10", "ndcg@10", "mrr@10", "coverage@10", "n_users", "dataset_hash"} <= set(written)
+    assert written["split"] == "valid" and written["engine"] == "ease"
+
+    code, output = run("models")
+    assert code == 0, output
+    assert "popularity" in output
+
+
+def test_evaluate_refuses_a_mismatched_vocabulary(workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run("data", "synth", "-o", "other", "--users", "50", "--items", "30", "--seed", "9")[0] == 0
+    assert run("train", "--engine", "popularity", "--data", "other", "-o", "pop")[0] == 0
+    code, output = run("evaluate", "--model", "pop", "--data", str(workspace / "data"))
+    assert code == 2
+    assert "vocabulary does not match" in output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("train", "--engine", "nope", "--data", "data"), "unknown engine 'nope'"),
+        (("train", "--engine", "ease", "--data", "missing"), "not a processed data set"),
+        (("evaluate", "--model", "missing", "--data", "data"), "missing config.json"),
+        (("evaluate", "--model", "m", "--data", "data", "--split", "train"), "--split must be test or valid"),
+        (("models", "--artifacts", "nowhere"), "no models in nowhere"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], message: str
+) -> None:
+    monkeypatch.chdir(workspace)
+    code, output = run(*args)
+    assert code == 2
+    assert message in output.replace("\n", " ")
+    assert "Traceback" not in output
+
+
+def test_bad_config_is_reported(workspace: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[engines.ease]\nmax_items = 1\n")
+    code, output = run("config", "--config", str(bad))
+    assert code == 2
+    assert "engines.ease.max_items" in output and "Traceback" not in output
+    good = tmp_path / "good.toml"
+    good.write_text("[cache]\nttl_s = 7\n")
+    code, output = run("config", "--config", str(good))
+    assert code == 0
+    assert json.loads(output)["cache"]["ttl_s"] == 7

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from recengine.data.dataset import Dataset
+from recengine.evaluation import evaluate, mask_scores, rank_metrics
+
+
+def metrics_for(scores: list[list[float]], targets: list[list[int]], ks: tuple[int, ...] = (1, 2, 3)) -> dict[str, list[float]]:
+    out = rank_metrics(torch.tensor(scores), [np.asarray(t) for t in targets], ks)
+    return {k: [round(float(x), 6) for x in v] for k, v in out.items()}
+
+
+def test_single_target_by_hand() -> None:
+    # Items 1..4 (0 is padding, already -inf). Target 3 is second best → rank 1.
+    m = metrics_for([[-math.inf, 0.9, 0.1, 0.5, 0.3]], [[3]])
+    assert m["hr@1"] == [0.0]
+    assert m["hr@2"] == [1.0]
+    assert m["recall@2"] == [1.0]
+    assert m["ndcg@2"] == [round(1 / math.log2(3), 6)]
+    assert m["mrr@2"] == [0.5]
+    assert m["mrr@1"] == [0.0]
+
+
+def test_multiple_targets_by_hand() -> None:
+    # Targets 1 (rank 0) and 4 (rank 2) out of 4 items.
+    m = metrics_for([[-math.inf, 0.9, 0.5, 0.1, 0.3]], [[1, 4]])
+    assert m["hr@1"] == [1.0]
+    assert m["recall@1"] == [0.5]
+    assert m["recall@3"] == [1.0]
+    idcg3 = 1 + 1 / math.log2(3)
+    assert m["ndcg@3"] == [round((1 + 1 / math.log2(4)) / idcg3, 6)]
+    assert m["ndcg@2"] == [round(1 / (1 + 1 / math.log2(3)), 6)]
+    assert m["mrr@3"] == [1.0]
+
+
+def test_ties_are_broken_at_random_in_expectation() -> None:
+    # Four items tied: the target takes each rank 0..3 with probability 1/4.
+    m = metrics_for([[-math.inf, 1.0, 1.0, 1.0, 1.0]], [[2]])
+    assert m["hr@1"] == [0.25]
+    assert m["hr@2"] == [0.5]
+    assert m["ndcg@2"] == [round((1 + 1 / math.log2(3)) / 4, 6)]
+    assert m["mrr@3"] == [round((1 + 1 / 2 + 1 / 3) / 4, 6)]
+
+
+def test_excluded_target_is_never_a_hit() -> None:
+    scores = torch.tensor([[0.0, 0.9, 0.8, 0.7]])
+    mask_scores(scores, [np.array([2])])
+    assert scores[0, 0] == -math.inf and scores[0, 2] == -math.inf
+    m = rank_metrics(scores, [np.array([2])], (3,))
+    assert float(m["hr@3"][0]) == 0.0
+    assert float(m["ndcg@3"][0]) == 0.0
+
+
+def test_batch_rows_are_independent() -> None:
+    m = metrics_for([[-math.inf, 0.9, 0.1], [-math.inf, 0.1, 0.9]], [[1], [1]], ks=(1,))
+    assert m["hr@1"] == [1.0, 0.0]
+
+
+def test_evaluate_perfect_and_worst_scorers(small_dataset: Dataset) -> None:
+    _, _, targets = small_dataset.eval_cases("test")
+    lookup = iter(targets)
+
+    def oracle(histories: list[np.ndarray]) -> torch.Tensor:
+        out = torch.zeros((len(histories), small_dataset.n_items + 1))
+        for i in range(len(histories)):
+            out[i, torch.as_tensor(next(lookup))] = 1.0
+        return out
+
+    m = evaluate(oracle, small_dataset, ks=(10,), batch_size=64)
+    # A target repeated from the history is excluded and cannot be hit; every other one ranks first.
+    users, histories, targets = small_dataset.eval_cases("test")
+    reachable = np.mean([t[0] not in set(h.tolist()) for h, t in zip(histories, targets, strict=True)])
+    assert m["hr@10"] == pytest.approx(reachable)
+    assert m["mrr@10"] == pytest.approx(reachable)
+    assert m["n_users"] == len(users)
+    assert m["dataset_hash"] == small_dataset.content_hash
+    assert 0 < m["coverage@10"] <= 1
+
+
+def test_evaluate_subset_and_shape_check(small_dataset: Dataset) -> None:
+    def constant(histories: list[np.ndarray]) -> torch.Tensor:
+        return torch.ones((len(histories), small_dataset.n_items + 1))
+
+    m = evaluate(constant, small_dataset, split="valid", ks=(5, 10), max_users=50)
+    assert m["n_users"] == 50
+    # Everything tied: HR@K is K over the number of candidates, averaged.
+    assert 0 < m["hr@5"] < m["hr@10"] < 0.2
+
+    def wrong(histories: list[np.ndarray]) -> torch.Tensor:
+        return torch.ones((len(histories), 3))
+
+    with pytest.raises(ValueError, match="shape"):
+        evaluate(wrong, small_dataset)

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recengine.errors import ConfigError
+from recengine.settings import RUNTIME_KEYS, Settings, load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recengine.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RECENGINE_CONFIG", raising=False)
+    s = load_settings()
+    assert s.profile == "dev"
+    assert s.cache.redis_url is None
+    assert s.serving.default_k <= s.serving.max_k
+
+
+def test_file_sections_are_read(tmp_path: Path) -> None:
+    path = write(tmp_path, "[engines.transformer]\nmax_len = 100\n[cache]\nttl_s = 5\n")
+    s = load_settings(path)
+    assert s.engines.transformer.max_len == 100
+    assert s.cache.ttl_s == 5
+
+
+def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "[engines.transformer]\nmax_len = 100\n")
+    monkeypatch.setenv("RECENGINE_ENGINES__TRANSFORMER__MAX_LEN", "64")
+    monkeypatch.setenv("RECENGINE_SERVING__PORT", "9001")
+    s = load_settings(path)
+    assert s.engines.transformer.max_len == 64
+    assert s.serving.port == 9001
+
+
+def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "[training]\nepochs = 7\n")
+    monkeypatch.setenv("RECENGINE_CONFIG", str(path))
+    assert load_settings().training.epochs == 7
+
+
+def test_out_of_range_value_names_key_value_and_range(tmp_path: Path) -> None:
+    path = write(tmp_path, "[engines.transformer]\nmax_len = 4096\n")
+    with pytest.raises(ConfigError) as exc:
+        load_settings(path)
+    msg = str(exc.value)
+    assert "engines.transformer.max_len" in msg
+    assert "4096" in msg
+    assert "512" in msg
+    assert str(path) in msg
+
+
+def test_unknown_key_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "[cache]\nttl = 5\n")
+    with pytest.raises(ConfigError, match=r"cache\.ttl.*unknown setting"):
+        load_settings(path)
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "[cache\n"))
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(profile="test").training.epochs == 3
+    assert load_settings(profile="prod").observability.log_format == "json"
+    # The file's own values win over the profile's defaults.
+    path = write(tmp_path, 'profile = "test"\n[training]\nepochs = 9\n')
+    s = load_settings(path)
+    assert (s.profile, s.training.epochs) == ("test", 9)
+    monkeypatch.setenv("RECENGINE_PROFILE", "prod")
+    assert load_settings().profile == "prod"
+    with pytest.raises(ConfigError, match="profile"):
+        load_settings(profile="staging")
+
+
+def test_prod_refuses_insecure_settings(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="admin_api_key"):
+        load_settings(write(tmp_path, 'profile = "prod"\n[serving]\nadmin_api_key = "short"\n'))
+    with pytest.raises(ConfigError, match="log_format"):
+        load_settings(write(tmp_path, 'profile = "prod"\n[observability]\nlog_format = "console"\n'))
+    # The same short key is accepted in development.
+    assert load_settings(write(tmp_path, '[serving]\nadmin_api_key = "short"\n')).serving.admin_api_key == "short"
+
+
+def test_cross_field_and_list_validation(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="default_k"):
+        load_settings(write(tmp_path, "[serving]\ndefault_k = 50\nmax_k = 10\n"))
+    with pytest.raises(ConfigError, match="lambdas"):
+        load_settings(write(tmp_path, "[engines.ease]\nlambdas = [-1.0]\n"))
+    with pytest.raises(ConfigError, match="weights"):
+        load_settings(write(tmp_path, "[routing.experiment]\nweights = { ease = -1.0 }\n"))
+    with pytest.raises(ConfigError, match="all be 0"):
+        load_settings(write(tmp_path, "[routing.experiment]\nweights = { ease = 0.0 }\n"))
+
+
+def test_runtime_keys_exist() -> None:
+    s = Settings()
+    for key in RUNTIME_KEYS:
+        node: object = s
+        for part in key.split("."):
+            assert hasattr(node, part), key
+            node = getattr(node, part)
