@@ -140,7 +140,7 @@ def data_prepare(
     config: ConfigOpt = None,
 ) -> None:
     """Read raw interactions, validate, transform, split and write a processed data set."""
-    from recengine.data.readers import ColumnMapping, read_interactions, read_items
+    from recengine.data.readers import ColumnMapping, find_item_metadata, read_interactions, read_items
     from recengine.data.transforms import build_dataset
 
     settings = settings_from(config)
@@ -156,6 +156,9 @@ def data_prepare(
         mapping = ColumnMapping.from_options(user=user_col, item=item_col, timestamp=time_col, rating=rating_col)
         raw, report = read_interactions(source, fmt=fmt, mapping=mapping, on_invalid=settings.data.on_invalid)
         meta = None
+        if items is None:
+            # MovieLens ships its item file beside the ratings: pick it up unless told otherwise.
+            items = find_item_metadata(source)
         if items is not None:
             meta, item_report = read_items(items, on_invalid=settings.data.on_invalid)
             report = report.merge(item_report)
