@@ -37,7 +37,12 @@ REFERENCE = {
     ("beauty", "popularity"): {"hr@10": 0.0115, "ndcg@10": 0.0054, "hr@20": 0.0201, "ndcg@20": 0.0075},
     ("beauty", "itemknn (ref)"): {"hr@10": 0.0623, "ndcg@10": 0.0372, "hr@20": 0.0847, "ndcg@20": 0.0428},
     ("beauty", "ease"): {"hr@10": 0.0694, "ndcg@10": 0.0374, "hr@20": 0.0969, "ndcg@20": 0.0443},
-    ("beauty", "sasrec recbole (ref)"): {"hr@10": 0.0915, "ndcg@10": 0.0561, "hr@20": 0.1232, "ndcg@20": 0.0641},
+    ("beauty", "sasrec recbole (ref)"): {
+        "hr@10": 0.0915,
+        "ndcg@10": 0.0561,
+        "hr@20": 0.1232,
+        "ndcg@20": 0.0641,
+    },
     ("ml-100k", "popularity"): {"hr@10": 0.0848, "ndcg@10": 0.0441, "hr@20": 0.1267, "ndcg@20": 0.0546},
     ("ml-100k", "itemknn (ref)"): {"hr@10": 0.1813, "ndcg@10": 0.0981, "hr@20": 0.2545, "ndcg@20": 0.1167},
     ("ml-100k", "ease"): {"hr@10": 0.1432, "ndcg@10": 0.0711, "hr@20": 0.2248, "ndcg@20": 0.0916},
@@ -54,7 +59,7 @@ def load_dataset(name: str) -> Any:
 
     rel, fmt = DATASETS[name]
     path = bench_root() / rel
-    raw, report = read_interactions(path, fmt=fmt, on_invalid="fail")
+    raw, _ = read_interactions(path, fmt=fmt, on_invalid="fail")
     return build_dataset(raw, None, PrepareOptions(source={"path": str(path), "format": fmt}))
 
 
@@ -88,7 +93,10 @@ def run_one(dataset_name: str, engine_name: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         engine = engine_class(engine_name).fit(
-            dataset, getattr(settings.engines, engine_name), training=settings.training, tracking_dir=Path(tmp)
+            dataset,
+            getattr(settings.engines, engine_name),
+            training=settings.training,
+            tracking_dir=Path(tmp),
         )
         fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -123,7 +131,7 @@ def write_markdown(rows: list[dict[str, Any]], command: str, out: Path) -> None:
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_implementation()} "
         f"{platform.python_version()}, {platform.platform()}",
-        f"- command: `{command}`",
+        f"- command of the latest run: `{command}` (each row's own command and date are in quality.json)",
         "- protocol: leave-one-out by time, full ranking over all items, history excluded, test split; ties in scores",
         "  broken uniformly at random in expectation (see `recengine.evaluation`)",
         "- peak RSS is the max resident memory of the process that prepared, trained and evaluated that one row",
@@ -183,10 +191,23 @@ def main() -> None:
                 print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
                 sys.exit(f"{ds} / {engine} failed (exit {proc.returncode})")
             row = json.loads(result[-1].removeprefix("RESULT "))
-            print(f"   ndcg@10={row['ndcg@10']:.4f} hr@10={row['hr@10']:.4f} fit={row['fit_s']:.1f}s", flush=True)
+            print(
+                f"   ndcg@10={row['ndcg@10']:.4f} hr@10={row['hr@10']:.4f} fit={row['fit_s']:.1f}s",
+                flush=True,
+            )
             rows.append(row)
-    command = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
-    write_markdown(rows, command.strip(), args.output)
+    command = ("python benchmarks/quality.py " + " ".join(sys.argv[1:])).strip()
+    for row in rows:
+        row["command"] = command
+        row["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    # Rows not re-run this time are kept from the previous run (each row carries its own command and date).
+    store = args.output.with_suffix(".json")
+    previous = json.loads(store.read_text()) if store.is_file() else []
+    fresh = {(r["dataset"], r["engine"]) for r in rows}
+    merged = [r for r in previous if (r["dataset"], r["engine"]) not in fresh] + rows
+    merged.sort(key=lambda r: (list(DATASETS).index(r["dataset"]), ENGINES.index(r["engine"])))
+    store.write_text(json.dumps(merged, indent=1))
+    write_markdown(merged, command, args.output)
     print(f"wrote {args.output}")
 
 

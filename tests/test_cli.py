@@ -45,8 +45,19 @@ def test_train_evaluate_and_models(workspace: Path, monkeypatch: pytest.MonkeyPa
     assert 0 <= metrics["test"]["ndcg@10"] <= 1
 
     code, output = run(
-        "evaluate", "--model", "models/ease", "--data", "data", "--split", "valid", "--k", "5", "--k", "10",
-        "--output", "out/m.json",
+        "evaluate",
+        "--model",
+        "models/ease",
+        "--data",
+        "data",
+        "--split",
+        "valid",
+        "--k",
+        "5",
+        "--k",
+        "10",
+        "--output",
+        "out/m.json",
     )
     assert code == 0, output
     written = json.loads((workspace / "out/m.json").read_text())
@@ -58,7 +69,9 @@ def test_train_evaluate_and_models(workspace: Path, monkeypatch: pytest.MonkeyPa
     assert "popularity" in output
 
 
-def test_evaluate_refuses_a_mismatched_vocabulary(workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluate_refuses_a_mismatched_vocabulary(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert run("data", "synth", "-o", "other", "--users", "50", "--items", "30", "--seed", "9")[0] == 0
     assert run("train", "--engine", "popularity", "--data", "other", "-o", "pop")[0] == 0

@@ -10,7 +10,9 @@ from recengine.data.dataset import Dataset
 from recengine.evaluation import evaluate, mask_scores, rank_metrics
 
 
-def metrics_for(scores: list[list[float]], targets: list[list[int]], ks: tuple[int, ...] = (1, 2, 3)) -> dict[str, list[float]]:
+def metrics_for(
+    scores: list[list[float]], targets: list[list[int]], ks: tuple[int, ...] = (1, 2, 3)
+) -> dict[str, list[float]]:
     out = rank_metrics(torch.tensor(scores), [np.asarray(t) for t in targets], ks)
     return {k: [round(float(x), 6) for x in v] for k, v in out.items()}
 

@@ -180,7 +180,8 @@ def train(
     engine: Annotated[str, typer.Option("--engine", "-e", help="popularity, ease, transformer or neural.")],
     data: Annotated[Path | None, typer.Option("--data", "-d", help="Processed data set directory.")] = None,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Model directory (default: a new version in artifacts/).")
+        Path | None,
+        typer.Option("-o", "--output", help="Model directory (default: a new version in artifacts/)."),
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
     events: Annotated[
@@ -225,7 +226,11 @@ def train(
         with progress_bar() as bar:
             task = bar.add_task("evaluate test", total=None, info="")
             metrics = evaluate(
-                model.score, dataset, split="test", ks=(10, 20), progress=lambda d, t: bar.update(task, completed=d, total=t)
+                model.score,
+                dataset,
+                split="test",
+                ks=(10, 20),
+                progress=lambda d, t: bar.update(task, completed=d, total=t),
             )
         model.metrics = {**model.metrics, "test": metrics, "train_seconds": round(train_s, 2)}
         model.save(target)
@@ -280,7 +285,11 @@ def evaluate_cmd(
         with progress_bar() as bar:
             task = bar.add_task(f"evaluate {split}", total=None, info="")
             metrics = evaluate(
-                engine.score, dataset, split=split, ks=ks, progress=lambda d, t: bar.update(task, completed=d, total=t)
+                engine.score,
+                dataset,
+                split=split,
+                ks=ks,
+                progress=lambda d, t: bar.update(task, completed=d, total=t),
             )
     metrics["engine"] = engine.name
     metrics["model_version"] = engine.version
@@ -292,7 +301,9 @@ def evaluate_cmd(
 
 @app.command()
 def models(
-    artifacts: Annotated[Path | None, typer.Option("--artifacts", help="Artifacts folder (default from config).")] = None,
+    artifacts: Annotated[
+        Path | None, typer.Option("--artifacts", help="Artifacts folder (default from config).")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """List the current model of each engine with its test metrics, side by side."""
@@ -317,7 +328,9 @@ def models(
         except (OSError, json.JSONDecodeError):
             metrics = {}
         test = metrics.get("test", {})
-        cells = [f"{test[k]:.4f}" if k in test else "—" for k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "coverage@10")]
+        cells = [
+            f"{test[k]:.4f}" if k in test else "—" for k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "coverage@10")
+        ]
         table.add_row(name, path.name, *cells, str(metrics.get("train_seconds", "—")))
     if not found:
         raise fail(f"no models in {root}; train one with `recengine train --engine popularity --data DIR`")

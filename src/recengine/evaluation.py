@@ -29,16 +29,16 @@ Scorer = Callable[[Sequence[np.ndarray]], np.ndarray | torch.Tensor]
 def mask_scores(scores: torch.Tensor, histories: Sequence[np.ndarray]) -> torch.Tensor:
     """Set padding and every history item to -inf, in place; returns ``scores``."""
     scores[:, 0] = -torch.inf
-    rows = np.concatenate([np.full(len(h), i, dtype=np.int64) for i, h in enumerate(histories)] or [[]])
-    cols = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories] or [[]])
+    if not histories:
+        return scores
+    rows = np.concatenate([np.full(len(h), i, dtype=np.int64) for i, h in enumerate(histories)])
+    cols = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories])
     if rows.size:
-        scores[torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(cols.astype(np.int64))] = -torch.inf
+        scores[torch.from_numpy(rows), torch.from_numpy(cols)] = -torch.inf
     return scores
 
 
-def rank_metrics(
-    scores: torch.Tensor, targets: Sequence[np.ndarray], ks: Sequence[int]
-) -> dict[str, torch.Tensor]:
+def rank_metrics(scores: torch.Tensor, targets: Sequence[np.ndarray], ks: Sequence[int]) -> dict[str, torch.Tensor]:
     """Per-user metrics from masked scores (B, N) and each user's target items. Returns name → (B,) tensor.
 
     Ties are broken uniformly at random, in expectation: a target with ``g`` items strictly above it and ``e`` other

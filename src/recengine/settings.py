@@ -4,7 +4,7 @@ Precedence, highest first: explicit keyword arguments (CLI flags) → ``RECENGIN
 variables → the TOML file (``--config FILE``, else ``$RECENGINE_CONFIG``, else ``./recengine.toml`` when present)
 → the profile's defaults → the defaults written here.
 
-Only ``cli.py`` and ``api/app.py`` build a :class:`Settings`; everything below them receives the narrow section it needs.
+Only ``cli.py`` and ``api/app.py`` build a :class:`Settings`; everything below them gets the narrow section it needs.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class TransformerSettings(_Section):
     @classmethod
     def _max_len(cls, v: int | str) -> int | str:
         if isinstance(v, int) and not 2 <= v <= 512:
-            raise ValueError("must be between 2 and 512, or \"auto\"")
+            raise ValueError('must be between 2 and 512, or "auto"')
         return v
 
 

@@ -35,7 +35,9 @@ ENGINES = ["pop", "ease"]
 
 
 @pytest.mark.parametrize("name", ENGINES)
-def test_recommend_excludes_history_and_extra_items(name: str, request: pytest.FixtureRequest, small_dataset: Dataset) -> None:
+def test_recommend_excludes_history_and_extra_items(
+    name: str, request: pytest.FixtureRequest, small_dataset: Dataset
+) -> None:
     engine: Engine = request.getfixturevalue(name)
     seqs = small_dataset.sequences()
     histories = [seqs[1], seqs[2]]
@@ -48,7 +50,9 @@ def test_recommend_excludes_history_and_extra_items(name: str, request: pytest.F
 
 
 @pytest.mark.parametrize("name", ENGINES)
-def test_save_load_gives_identical_scores(name: str, request: pytest.FixtureRequest, small_dataset: Dataset, tmp_path: Path) -> None:
+def test_save_load_gives_identical_scores(
+    name: str, request: pytest.FixtureRequest, small_dataset: Dataset, tmp_path: Path
+) -> None:
     engine: Engine = request.getfixturevalue(name)
     engine.save(tmp_path / "m")
     loaded = load_engine(tmp_path / "m")
@@ -77,7 +81,7 @@ def test_recommend_pads_when_catalogue_is_exhausted(pop: Popularity, small_datas
 
 
 def test_topk_caps_k_at_catalogue_size() -> None:
-    ids, scores = topk(torch.tensor([[-torch.inf, 3.0, 1.0, 2.0]]), 99)
+    ids, _ = topk(torch.tensor([[-torch.inf, 3.0, 1.0, 2.0]]), 99)
     assert ids.tolist() == [[1, 3, 2]]
 
 
@@ -131,7 +135,7 @@ def test_ease_refuses_large_catalogues(small_dataset: Dataset) -> None:
 def test_artifact_refuses_missing_files_and_wrong_shapes(pop: Popularity, tmp_path: Path) -> None:
     path = pop.save(tmp_path / "m")
     (path / "vocab.json").unlink()
-    with pytest.raises(ArtifactError, match="missing vocab.json"):
+    with pytest.raises(ArtifactError, match=r"missing vocab\.json"):
         Popularity.load(path)
 
     path = pop.save(tmp_path / "m2")
@@ -152,7 +156,7 @@ def test_artifact_refuses_missing_files_and_wrong_shapes(pop: Popularity, tmp_pa
 
 def test_artifact_refuses_other_engines_and_versions(pop: Popularity, small_dataset: Dataset, tmp_path: Path) -> None:
     path = pop.save(tmp_path / "m")
-    with pytest.raises(ArtifactError, match="for engine 'popularity', not 'ease'"):
+    with pytest.raises(ArtifactError, match=r"for engine 'popularity', not 'ease'"):
         EASE.load(path)
     cfg = json.loads((path / "config.json").read_text())
     (path / "config.json").write_text(json.dumps({**cfg, "format_version": 99}))
@@ -164,7 +168,7 @@ def test_artifact_refuses_other_engines_and_versions(pop: Popularity, small_data
     (path / "config.json").write_text(json.dumps({**cfg, "engine": "nope"}))
     with pytest.raises(ArtifactError, match="unknown engine 'nope'"):
         load_engine(path)
-    with pytest.raises(ArtifactError, match="missing config.json"):
+    with pytest.raises(ArtifactError, match=r"missing config\.json"):
         load_engine(tmp_path / "empty")
 
 
@@ -186,5 +190,5 @@ def test_current_pointer(pop: Popularity, tmp_path: Path) -> None:
 
 def test_engine_class_lookup() -> None:
     assert engine_class("ease") is EASE
-    with pytest.raises(ConfigError, match="unknown engine 'x'"):
+    with pytest.raises(ConfigError, match=r"unknown engine 'x'"):
         engine_class("x")

@@ -235,9 +235,7 @@ class Dataset:
         item_ids = IdMap.from_ids(items_t.column("item_id").to_pylist())
         n_items = len(item_ids)
         titles = ["", *items_t.column("title").to_pylist()] if "title" in items_t.column_names else None
-        categories = (
-            [[], *items_t.column("categories").to_pylist()] if "categories" in items_t.column_names else None
-        )
+        categories = [[], *items_t.column("categories").to_pylist()] if "categories" in items_t.column_names else None
         numeric = {
             name.removeprefix("num:"): np.concatenate(
                 [[0.0], items_t.column(name).to_numpy(zero_copy_only=False)]

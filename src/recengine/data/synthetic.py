@@ -17,17 +17,80 @@ import numpy as np
 import polars as pl
 
 _ADJECTIVES = [
-    "classic", "bright", "silent", "golden", "urban", "wild", "gentle", "electric", "hidden", "modern",
-    "vintage", "lunar", "crimson", "swift", "quiet", "bold", "frozen", "velvet", "rustic", "cosmic",
+    "classic",
+    "bright",
+    "silent",
+    "golden",
+    "urban",
+    "wild",
+    "gentle",
+    "electric",
+    "hidden",
+    "modern",
+    "vintage",
+    "lunar",
+    "crimson",
+    "swift",
+    "quiet",
+    "bold",
+    "frozen",
+    "velvet",
+    "rustic",
+    "cosmic",
 ]
 _NOUNS = [
-    "river", "garden", "engine", "story", "harbor", "signal", "forest", "mirror", "voyage", "canvas",
-    "melody", "circuit", "lantern", "summit", "island", "compass", "echo", "meadow", "prism", "atlas",
+    "river",
+    "garden",
+    "engine",
+    "story",
+    "harbor",
+    "signal",
+    "forest",
+    "mirror",
+    "voyage",
+    "canvas",
+    "melody",
+    "circuit",
+    "lantern",
+    "summit",
+    "island",
+    "compass",
+    "echo",
+    "meadow",
+    "prism",
+    "atlas",
 ]
 _CATEGORIES = [
-    "action", "comedy", "drama", "horror", "romance", "scifi", "documentary", "animation", "thriller", "fantasy",
-    "music", "sports", "travel", "cooking", "history", "science", "kids", "crime", "western", "mystery",
-    "beauty", "fitness", "gaming", "nature", "art", "tech", "fashion", "health", "finance", "poetry",
+    "action",
+    "comedy",
+    "drama",
+    "horror",
+    "romance",
+    "scifi",
+    "documentary",
+    "animation",
+    "thriller",
+    "fantasy",
+    "music",
+    "sports",
+    "travel",
+    "cooking",
+    "history",
+    "science",
+    "kids",
+    "crime",
+    "western",
+    "mystery",
+    "beauty",
+    "fitness",
+    "gaming",
+    "nature",
+    "art",
+    "tech",
+    "fashion",
+    "health",
+    "finance",
+    "poetry",
 ]
 
 
@@ -70,7 +133,9 @@ def generate(config: SynthConfig | None = None) -> tuple[pl.DataFrame, pl.DataFr
 
     # Users: two or three favourite categories with Dirichlet weights.
     lengths = np.clip(
-        rng.lognormal(np.log(c.mean_length) - 0.32, 0.8, size=c.n_users).astype(np.int64), c.min_length, c.max_length
+        rng.lognormal(np.log(c.mean_length) - 0.32, 0.8, size=c.n_users).astype(np.int64),
+        c.min_length,
+        c.max_length,
     )
     cat_item_p = [pop[idx] / pop[idx].sum() if idx.size else None for idx in by_cat]
     users, items, times, ratings = [], [], [], []
@@ -107,7 +172,8 @@ def generate(config: SynthConfig | None = None) -> tuple[pl.DataFrame, pl.DataFr
         for i in range(c.n_items)
     ]
     categories = [
-        [_CATEGORIES[primary[i]]] + ([_CATEGORIES[secondary[i]]] if secondary[i] >= 0 and secondary[i] != primary[i] else [])
+        [_CATEGORIES[primary[i]]]
+        + ([_CATEGORIES[secondary[i]]] if secondary[i] >= 0 and secondary[i] != primary[i] else [])
         for i in range(c.n_items)
     ]
     meta = pl.DataFrame(

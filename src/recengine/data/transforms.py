@@ -122,11 +122,7 @@ def build_dataset(
     item_ids = IdMap.from_ids(by_input.get_column("item").unique(maintain_order=True).to_list())
     umap = pl.DataFrame({"user": user_ids.ids[1:], "u": np.arange(1, len(user_ids) + 1, dtype=np.int32)})
     imap = pl.DataFrame({"item": item_ids.ids[1:], "i": np.arange(1, len(item_ids) + 1, dtype=np.int32)})
-    table = (
-        raw.join(umap, on="user", how="left")
-        .join(imap, on="item", how="left")
-        .sort(["u", "timestamp", "row"])
-    )
+    table = raw.join(umap, on="user", how="left").join(imap, on="item", how="left").sort(["u", "timestamp", "row"])
     user = table.get_column("u").to_numpy().astype(np.int32)
     timestamp = table.get_column("timestamp").to_numpy().astype(np.int64)
     weight = table.get_column("weight").fill_null(1.0).to_numpy().astype(np.float32)
@@ -166,7 +162,10 @@ def attach_metadata(item_ids: IdMap, meta: pl.DataFrame | None) -> ItemCatalog:
     titles = ["", *order.get_column("title").to_list()] if "title" in order.columns else None
     categories = None
     if "categories" in order.columns:
-        categories = [[], *[list(c) if c is not None else [] for c in order.get_column("categories").to_list()]]
+        categories = [
+            [],
+            *[list(c) if c is not None else [] for c in order.get_column("categories").to_list()],
+        ]
     numeric = {}
     for name in order.columns:
         if name in ("item", "title", "categories") or not order.schema[name].is_numeric():

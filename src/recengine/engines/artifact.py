@@ -130,9 +130,7 @@ def read_artifact(path: Path, expect_engine: str | None = None) -> Artifact:
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{path / 'vocab.json'}: malformed ({exc})") from None
     if int(config.get("n_items", len(ids))) != len(ids):
-        raise ArtifactError(
-            f"{path}: vocab.json has {len(ids)} items, config.json says {config.get('n_items')}"
-        )
+        raise ArtifactError(f"{path}: vocab.json has {len(ids)} items, config.json says {config.get('n_items')}")
     return Artifact(engine=config["engine"], tensors=tensors, config=config, items=items, metrics=metrics, path=path)
 
 

@@ -27,7 +27,6 @@ from recengine.data.dataset import Dataset, IdMap, ItemCatalog
 from recengine.engines.artifact import write_artifact
 from recengine.evaluation import mask_scores
 
-
 # Sparse CSR is "beta" in PyTorch but the product used here (CSR × dense) is long stable.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 

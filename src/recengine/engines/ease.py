@@ -90,7 +90,8 @@ class EASE(Engine):
 
     def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
         # Histories are short: a sparse × dense product touches only the history rows of the weights.
-        return torch.sparse.mm(histories_to_sparse(histories, self.weights.shape[0]), self.weights)
+        scores: torch.Tensor = torch.sparse.mm(histories_to_sparse(histories, self.weights.shape[0]), self.weights)
+        return scores
 
     def save(self, path: Path) -> Path:
         return self._write(path, {"weights": self.weights})
