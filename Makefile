@@ -8,7 +8,7 @@ DEMO_DATA ?= data/demo
 ARTIFACTS ?= artifacts
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint typecheck bench clean serve
+.PHONY: venv demo test lint typecheck bench clean serve up down
 
 venv: $(STAMP)
 
@@ -37,3 +37,13 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(DEMO_DATA) $(ARTIFACTS) .pytest_cache .coverage
+
+# The whole stack in Docker (api replicas behind nginx, Redis, Prometheus, Grafana, MLflow); see docs/operations.md.
+COMPOSE ?= docker compose -f deploy/docker-compose.yml
+
+up:
+	$(COMPOSE) up -d --build
+	@echo "API http://localhost:8000  Grafana http://localhost:3000  Prometheus http://localhost:9090  MLflow http://localhost:5000"
+
+down:
+	$(COMPOSE) down
