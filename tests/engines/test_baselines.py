@@ -12,7 +12,7 @@ import torch
 from recengine.data.dataset import TRAIN, Dataset
 from recengine.engines import engine_class, load_engine
 from recengine.engines.artifact import current_dir, read_artifact, set_current, version_dir, write_artifact
-from recengine.engines.base import Engine, histories_to_sparse, topk
+from recengine.engines.base import Engine, history_bags, topk
 from recengine.engines.ease import EASE, ease_weights
 from recengine.engines.popularity import Popularity
 from recengine.errors import ArtifactError, CatalogueTooLarge, ConfigError
@@ -85,9 +85,10 @@ def test_topk_caps_k_at_catalogue_size() -> None:
     assert ids.tolist() == [[1, 3, 2]]
 
 
-def test_sparse_histories_drop_padding_and_duplicates() -> None:
-    m = histories_to_sparse([np.array([0, 2, 2, 3]), np.array([], dtype=np.int64)], 5).to_dense()
-    assert m.tolist() == [[0, 0, 1, 1, 0], [0, 0, 0, 0, 0]]
+def test_history_bags_drop_padding_and_duplicates() -> None:
+    flat, offsets = history_bags([np.array([0, 2, 2, 3]), np.array([], dtype=np.int64), np.array([4])])
+    assert flat.tolist() == [2, 3, 4]
+    assert offsets.tolist() == [0, 2, 2]
 
 
 # ---- popularity ---------------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ layer translates external ids. A history is an int64 array of item indices in ti
 from __future__ import annotations
 
 import json
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,10 +25,6 @@ import torch
 from recengine.data.dataset import Dataset, IdMap, ItemCatalog
 from recengine.engines.artifact import write_artifact
 from recengine.evaluation import mask_scores
-
-# Sparse CSR is "beta" in PyTorch but the product used here (CSR × dense) is long stable.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-
 
 class Engine(ABC):
     """Base class of every engine. Subclasses set ``name`` and implement fit / score / save / load."""
@@ -122,20 +117,14 @@ def topk(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     return indices.numpy(), values.numpy()
 
 
-def histories_to_sparse(histories: Sequence[np.ndarray], n_cols: int) -> torch.Tensor:
-    """Binary (B, n_cols) sparse CSR matrix of the histories (duplicates and padding index 0 dropped)."""
-    crow = [0]
-    cols: list[np.ndarray] = []
+def history_bags(histories: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Histories as ``embedding_bag`` input: flat unique item indices (padding 0 dropped) and row offsets."""
+    rows = []
     for h in histories:
         u = np.unique(np.asarray(h, dtype=np.int64))
-        u = u[u > 0]
-        cols.append(u)
-        crow.append(crow[-1] + u.size)
-    col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-    return torch.sparse_csr_tensor(
-        torch.as_tensor(crow, dtype=torch.int64),
-        torch.from_numpy(col),
-        torch.ones(col.size, dtype=torch.float32),
-        size=(len(histories), n_cols),
-        check_invariants=False,  # built right above: sorted, in range, no duplicates
-    )
+        rows.append(u[u > 0])
+    offsets = np.zeros(len(rows), dtype=np.int64)
+    if rows:
+        offsets[1:] = np.cumsum([r.size for r in rows])[:-1]
+    flat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    return torch.from_numpy(flat), torch.from_numpy(offsets)

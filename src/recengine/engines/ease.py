@@ -11,10 +11,11 @@ from typing import Any, Self
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from recengine.data.dataset import TRAIN, Dataset
 from recengine.engines.artifact import read_artifact, require
-from recengine.engines.base import Engine, histories_to_sparse
+from recengine.engines.base import Engine, history_bags
 from recengine.errors import CatalogueTooLarge, DataError
 from recengine.evaluation import evaluate
 from recengine.settings import EaseSettings
@@ -89,9 +90,9 @@ class EASE(Engine):
         )
 
     def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
-        # Histories are short: a sparse × dense product touches only the history rows of the weights.
-        scores: torch.Tensor = torch.sparse.mm(histories_to_sparse(histories, self.weights.shape[0]), self.weights)
-        return scores
+        # x·B for a binary x is the sum of B's history rows: embedding_bag reads only those rows.
+        flat, offsets = history_bags(histories)
+        return F.embedding_bag(flat, self.weights, offsets, mode="sum")
 
     def save(self, path: Path) -> Path:
         return self._write(path, {"weights": self.weights})

@@ -1,0 +1,195 @@
+"""SASRec-family next-item model: a pre-LayerNorm causal transformer over a user's item sequence.
+
+Read top to bottom: the config, one block, the model (encode → training losses → inference scores).
+Shapes: B batch, T sequence positions, d width, N items (index 0 is padding, real items are 1..N).
+
+Sequences are right-padded: item t sits at position t counted from the oldest kept item, padding follows the last
+item. With a causal mask, a real position only ever sees real positions before it, so no padding mask is needed and
+attention runs on PyTorch's fused ``scaled_dot_product_attention`` kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Loss = Literal["ce", "sampled_softmax", "bce"]
+
+
+@dataclass(frozen=True)
+class SASRecConfig:
+    n_items: int  # N; the embedding table has N + 1 rows
+    max_len: int = 50
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    dropout: float = 0.2
+    d_ff: int | None = None  # None → 4 · d_model
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SASRecConfig:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attn(LN(x)), then x + mlp(LN(x)). Pre-LN trains stably without warm-up tricks."""
+
+    def __init__(self, c: SASRecConfig) -> None:
+        super().__init__()
+        if c.d_model % c.n_heads:
+            raise ValueError(f"d_model ({c.d_model}) must be a multiple of n_heads ({c.n_heads})")
+        self.n_heads = c.n_heads
+        self.dropout = c.dropout
+        self.ln1 = nn.LayerNorm(c.d_model)
+        self.qkv = nn.Linear(c.d_model, 3 * c.d_model)
+        self.proj = nn.Linear(c.d_model, c.d_model)
+        self.ln2 = nn.LayerNorm(c.d_model)
+        d_ff = c.d_ff or 4 * c.d_model
+        self.mlp = nn.Sequential(
+            nn.Linear(c.d_model, d_ff), nn.GELU(), nn.Linear(d_ff, c.d_model), nn.Dropout(c.dropout)
+        )
+        self.resid_drop = nn.Dropout(c.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)  # (B, T, d) each
+        q, k, v = (z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v))  # (B, h, T, d/h)
+        # No dropout on the attention weights: it would force the unfused kernel that materialises (B, h, T, T);
+        # dropout on the residual branches and the embeddings does the regularising.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, h, T, d/h)
+        y = y.transpose(1, 2).reshape(b, t, d)
+        x = x + self.resid_drop(self.proj(y))
+        out: torch.Tensor = x + self.mlp(self.ln2(x))
+        return out
+
+
+class SASRec(nn.Module):
+    def __init__(self, c: SASRecConfig) -> None:
+        super().__init__()
+        self.config = c
+        self.item_emb = nn.Embedding(c.n_items + 1, c.d_model, padding_idx=0)
+        self.pos_emb = nn.Embedding(c.max_len, c.d_model)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
+        self.ln_f = nn.LayerNorm(c.d_model)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        # Small normal init (as in GPT-2/BERT): with tied output embeddings, large initial logits slow CE down.
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
+
+    # ---- encode ------------------------------------------------------------------------------------------------
+    def encode(self, seqs: torch.Tensor) -> torch.Tensor:
+        """Right-padded item indices (B, T ≤ max_len) → hidden state after each position (B, T, d)."""
+        t = seqs.shape[1]
+        if t > self.config.max_len:
+            raise ValueError(f"sequence length {t} exceeds max_len {self.config.max_len}")
+        pos = torch.arange(t, device=seqs.device)
+        # sqrt(d) scaling keeps item embeddings (std 0.02) from being drowned by positions at the start.
+        x = self.item_emb(seqs) * math.sqrt(self.config.d_model) + self.pos_emb(pos)  # (B, T, d)
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x)
+        out: torch.Tensor = self.ln_f(x)  # (B, T, d)
+        return out
+
+    # ---- training ----------------------------------------------------------------------------------------------
+    def loss(
+        self,
+        seqs: torch.Tensor,
+        targets: torch.Tensor,
+        kind: Loss = "ce",
+        n_negatives: int = 256,
+        sampling_probs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean next-item loss over every non-padded position of (B, T) inputs with (B, T) targets (0 = none).
+
+        Logits are computed only where a target exists: on short-sequence data most of B × T is padding, and the
+        (positions × N) product is the most expensive step of training.
+        """
+        h = self.encode(seqs)  # (B, T, d)
+        where = targets > 0  # (B, T)
+        h = h[where]  # (P, d)
+        y = targets[where]  # (P,)
+        w = self.item_emb.weight  # (N + 1, d), tied
+        if kind == "ce":
+            logits = h @ w[1:].T  # (P, N): padding is never a class
+            return F.cross_entropy(logits, y - 1)
+        if kind == "sampled_softmax":
+            return self._sampled_softmax(h, y, w, n_negatives, sampling_probs)
+        if kind == "bce":
+            neg = torch.randint(1, w.shape[0], y.shape, device=y.device)  # (P,): one uniform negative, as in SASRec
+            pos_logit = (h * w[y]).sum(-1)
+            neg_logit = (h * w[neg]).sum(-1)
+            return F.binary_cross_entropy_with_logits(
+                pos_logit, torch.ones_like(pos_logit)
+            ) + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
+        raise ValueError(f"unknown loss {kind!r}; expected ce, sampled_softmax or bce")
+
+    @staticmethod
+    def _sampled_softmax(
+        h: torch.Tensor, y: torch.Tensor, w: torch.Tensor, n_neg: int, probs: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Softmax over the target and ``n_neg`` shared negatives drawn from ``probs`` (default uniform).
+
+        Subtracting log q(item) from each logit (log-Q correction) makes the sampled softmax an unbiased estimate of
+        the full one's gradient direction, instead of a model that learns to demote popular items.
+        """
+        n = w.shape[0] - 1
+        if probs is None:
+            probs = torch.full((n + 1,), 1.0 / n, device=w.device)
+            probs[0] = 0.0
+        neg = torch.multinomial(probs, n_neg, replacement=True)  # (K,)
+        log_q = torch.log(probs.clamp_min(1e-12))
+        pos_logit = (h * w[y]).sum(-1, keepdim=True) - log_q[y].unsqueeze(1)  # (P, 1)
+        neg_logit = h @ w[neg].T - log_q[neg].unsqueeze(0)  # (P, K)
+        # A negative that happens to be the target is not a negative.
+        neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == y.unsqueeze(1), float("-inf"))
+        logits = torch.cat([pos_logit, neg_logit], dim=1)  # (P, 1 + K)
+        return F.cross_entropy(logits, torch.zeros_like(y))
+
+    # ---- inference ---------------------------------------------------------------------------------------------
+    def last_hidden(self, seqs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Hidden state after each sequence's last real item: (B, T), (B,) → (B, d)."""
+        h = self.encode(seqs)  # (B, T, d)
+        return h[torch.arange(seqs.shape[0], device=seqs.device), lengths - 1]
+
+    def scores(self, seqs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Score of every item as the next one: (B, T), (B,) → (B, N + 1); column 0 (padding) is -inf."""
+        s = self.last_hidden(seqs, lengths) @ self.item_emb.weight.T  # (B, N + 1)
+        s[:, 0] = float("-inf")
+        return s
+
+
+def pad_histories(histories: Sequence[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The newest ``max_len`` items of each history, right-padded: (B, T) indices and (B,) lengths.
+
+    An empty history becomes one padding item (length 1), so the batch stays rectangular; callers decide whether
+    that is allowed.
+    """
+    kept = [np.asarray(h, dtype=np.int64)[-max_len:] for h in histories]
+    t = max([len(h) for h in kept] + [1])
+    seqs = np.zeros((len(kept), t), dtype=np.int64)
+    for i, h in enumerate(kept):
+        seqs[i, : len(h)] = h
+    lengths = np.asarray([max(1, len(h)) for h in kept], dtype=np.int64)
+    return torch.from_numpy(seqs), torch.from_numpy(lengths)

@@ -1,0 +1,88 @@
+"""The training task around :class:`SASRec`: loss, optimiser, LR schedule, and scoring for validation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from recengine.engines.transformer.model import SASRec, SASRecConfig, pad_histories
+from recengine.settings import TrainingSettings, TransformerSettings
+
+
+class SASRecModule(L.LightningModule):
+    def __init__(
+        self,
+        model_config: SASRecConfig,
+        engine: TransformerSettings,
+        training: TrainingSettings,
+        total_steps: int,
+        item_counts: np.ndarray | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = SASRec(model_config)
+        self.engine = engine
+        self.training_cfg = training
+        self.total_steps = max(1, total_steps)
+        probs = None
+        if item_counts is not None and engine.loss == "sampled_softmax":
+            # Negatives by popularity^0.75 (word2vec's smoothing): popular enough to be hard, log-Q corrects the bias.
+            p = np.asarray(item_counts, dtype=np.float64) ** 0.75
+            p[0] = 0.0
+            probs = torch.from_numpy(p / p.sum()).float()
+        self.register_buffer("sampling_probs", probs, persistent=False)
+
+    def _sampling_probs(self) -> torch.Tensor | None:
+        probs = self.sampling_probs
+        return probs if isinstance(probs, torch.Tensor) else None
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        seqs, targets = batch
+        loss = self.model.loss(
+            seqs,
+            targets,
+            kind=self.engine.loss,
+            n_negatives=self.engine.n_negatives,
+            sampling_probs=self._sampling_probs(),
+        )
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=int((targets > 0).sum()))
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        # Weight decay on matrices only: decaying embeddings shrinks rare items every step whether seen or not.
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
+        for name, p in self.model.named_parameters():
+            (decay if p.ndim >= 2 and "emb" not in name else no_decay).append(p)
+        opt = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.training_cfg.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.training_cfg.lr,
+            betas=(0.9, 0.98),
+        )
+        warmup = self.training_cfg.warmup_steps
+        total = self.total_steps
+        cosine = self.training_cfg.lr_schedule == "cosine"
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if not cosine:
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    @torch.inference_mode()
+    def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """Scores for validation (B, N + 1); histories are never empty here (users with a target have a past)."""
+        seqs, lengths = pad_histories(histories, self.model.config.max_len)
+        return self.model.scores(seqs.to(self.device), lengths.to(self.device)).float().cpu()
