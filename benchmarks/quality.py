@@ -93,14 +93,11 @@ def run_one(dataset_name: str, engine_name: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     dataset = load_dataset(dataset_name)
     prep_s = time.perf_counter() - t0
+    base, overrides = VARIANTS.get(engine_name, (engine_name, {}))
+    section = getattr(settings.engines, base).model_copy(update=overrides)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        engine = engine_class(engine_name).fit(
-            dataset,
-            getattr(settings.engines, engine_name),
-            training=settings.training,
-            tracking_dir=Path(tmp),
-        )
+        engine = engine_class(base).fit(dataset, section, training=settings.training, tracking_dir=Path(tmp))
         fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     metrics = evaluate(engine.score, dataset, split="test", ks=(10, 20))

@@ -237,6 +237,10 @@ def train(
         if output is None:
             set_current(target)
         _log_test_metrics(model, metrics)
+        from recengine.observability.logging import configure_logging, log_training_summary
+
+        configure_logging(settings.observability.log_level, settings.observability.log_format)
+        log_training_summary(engine, _headline(metrics), train_s, model_version=model.version, path=str(target))
     print_metrics(f"{engine} — test ({metrics['n_users']} users)", _headline(metrics))
     console.print(f"model written to {target} in {train_s:.1f} s")
 
@@ -297,6 +301,45 @@ def evaluate_cmd(
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(metrics, indent=2, sort_keys=True))
     print_metrics(f"{engine.name} — {split} ({metrics['n_users']} users)", _headline(metrics))
+
+
+@app.command("evaluate-cold-start")
+def evaluate_cold_start_cmd(
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="Processed data set directory.")] = None,
+    fraction: Annotated[float, typer.Option(min=0.01, max=0.5, help="Share of items hidden from training.")] = 0.1,
+    k: Annotated[int, typer.Option("--k", min=1, help="Recall cut-off.")] = 20,
+    seed: int = 0,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Write the figures as JSON here.")] = None,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Neural engine on new items: hide a share of the items from training (metadata kept), then measure Recall@k
+    of those items for the users who interacted with them, against genre-popularity baselines."""
+    from recengine.data.dataset import Dataset
+    from recengine.engines.neural.coldstart import evaluate_cold_start
+
+    settings = settings_from(config, profile)
+    if epochs is not None:
+        settings.training.epochs = epochs
+    with errors_to_exit():
+        dataset = Dataset.load(data or settings.data.dir)
+        with progress_bar(transient=False) as bar:
+            task = bar.add_task("train neural (cold start)", total=None, info="")
+            result = evaluate_cold_start(
+                dataset,
+                settings.engines.neural,
+                settings.training,
+                tracking_dir=settings.serving.artifacts_dir,
+                fraction=fraction,
+                seed=seed,
+                k=k,
+                progress=lambda m, d, t: bar.update(task, info=m, completed=d, total=t),
+            )
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result, indent=2, sort_keys=True))
+    print_metrics(f"cold-start items ({result['n_hidden_items']} hidden, {result['n_users']} users)", result)
 
 
 @app.command()
@@ -376,6 +419,11 @@ def serve(
     if profile is not None:
         os.environ["RECENGINE_PROFILE"] = profile
     n_workers = workers or settings.serving.workers
+    if n_workers > 1 and not settings.cache.redis_url:
+        console.print(
+            "[yellow]warning:[/] several workers without cache.redis_url: each keeps its own cache and user "
+            "histories, so an event reaches only the worker that took it; set cache.redis_url to share them"
+        )
     if n_workers > 1 and settings.observability.metrics:
         from recengine.observability.metrics import prepare_multiprocess_dir
 

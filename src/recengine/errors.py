@@ -10,7 +10,8 @@
     │   ├── NoHistory          a sequence engine was asked with an empty history
     │   └── CatalogueTooLarge  the engine refuses a catalogue beyond its memory budget
     ├── NotFound               an item / engine / model version that does not exist
-    └── EventRejected          an event fails validation and was not stored
+    ├── EventRejected          an event fails validation and was not stored
+    └── StorageUnavailable     the event log cannot take a write now (nothing stored; retry)
 
 Services raise these; only ``api/problems.py`` maps them to HTTP and only ``cli.py`` to exit codes.
 """
@@ -64,3 +65,7 @@ class NotFound(RecengineError):
 
 class EventRejected(RecengineError):
     """An incoming event failed validation and was not stored."""
+
+
+class StorageUnavailable(RecengineError):
+    """A durable store (the event log) cannot take a write now; nothing was stored, a retry is safe."""

@@ -71,7 +71,17 @@ class TransformerSettings(_Section):
     d_model: int = Field(default=64, ge=8, le=1024)
     n_layers: int = Field(default=2, ge=1, le=12)
     n_heads: int = Field(default=2, ge=1, le=16)
-    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
+    """On embeddings and residual branches. SASRec's paper uses 0.5 on every sparse data set and 0.2 only on
+    the densest; early stopping cannot undo overfitting, longer training does undo underfitting."""
+    lr: float | None = Field(default=3e-3, gt=0.0, le=1.0)
+    """Overrides training.lr for this engine (None = use training.lr): a small pre-LN transformer trains stably
+    at 3e-3, which reaches a given quality in about half the epochs of 1e-3."""
+    warmup_steps: int | None = Field(default=100, ge=0)
+    """Overrides training.warmup_steps for this engine (None = use training.warmup_steps)."""
+    patience: int | None = Field(default=10, ge=1, le=1000)
+    """Overrides training.patience for this engine (None = use training.patience): validation NDCG@10 over a few
+    thousand users moves by ±0.005 from noise alone, and 5 flat epochs stopped runs that were still improving."""
     loss: Literal["ce", "sampled_softmax", "bce"] = "ce"
     n_negatives: int = Field(default=256, ge=1, le=100_000)
     """Negatives per step for the sampled losses."""
@@ -91,11 +101,16 @@ class NeuralSettings(_Section):
     max_len: int = Field(default=50, ge=1, le=512)
     temperature: float = Field(default=0.05, gt=0.0, le=10.0)
     feature_dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    """Share of item occurrences trained without their id embedding, so the tower learns to embed from metadata."""
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """Dropout on the user tower's history vectors."""
     title_buckets: int = Field(default=4096, ge=16, le=1_000_000)
     n_uniform_negatives: int = Field(default=0, ge=0, le=100_000)
     ann_threshold: int = Field(default=50_000, ge=0)
     """Catalogues with more items than this are served from an ANN index instead of an exact matrix product."""
-    ann_kind: Literal["hnsw", "ivf"] = "hnsw"
+    ann_kind: Literal["hnsw", "ivf"] = "ivf"
+    """IVF by default: at 1M items it kept recall@10 ≈ 0.97 on user-like queries where HNSW (efSearch 128) fell
+    to ≈ 0.66 (benchmarks/results/ann.md)."""
     inference_threads: int = Field(default=1, ge=1, le=64)
 
 
@@ -110,6 +125,8 @@ class TrainingSettings(_Section):
     seed: int = 42
     epochs: int = Field(default=200, ge=1, le=10_000)
     batch_size: int = Field(default=128, ge=1, le=65_536)
+    batch_tokens: int | None = Field(default=2048, ge=1)
+    """Sequence models: a batch also closes at this many (padded) positions, so long histories make more steps."""
     lr: float = Field(default=1e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
     lr_schedule: Literal["constant", "cosine"] = "constant"

@@ -141,8 +141,7 @@ class ColumnMapping:
         unknown = set(options) - {f.name for f in fields(cls)}
         if unknown:
             raise DataError(
-                f"unknown column role(s) {sorted(unknown)}: "
-                "expected user, item, timestamp, rating, event, weight"
+                f"unknown column role(s) {sorted(unknown)}: expected user, item, timestamp, rating, event, weight"
             )
         return cls(**{k: (v or None) for k, v in options.items()})
 
@@ -159,8 +158,7 @@ class ColumnMapping:
                 match = wanted if wanted in columns else by_norm.get(_norm(wanted))
                 if match is None:
                     raise DataError(
-                        f"{file}: line 1: no column {wanted!r} for the {role} "
-                        f"(the header has: {_listing(columns)})"
+                        f"{file}: line 1: no column {wanted!r} for the {role} (the header has: {_listing(columns)})"
                     )
                 found[role] = match
                 continue
@@ -180,9 +178,7 @@ class ColumnMapping:
 
 def _listing(columns: list[str], limit: int = 12) -> str:
     shown = ", ".join(repr(c) for c in columns[:limit])
-    return (
-        shown + (f", … ({len(columns)} columns)" if len(columns) > limit else "") if columns else "no columns"
-    )
+    return shown + (f", … ({len(columns)} columns)" if len(columns) > limit else "") if columns else "no columns"
 
 
 # ---- public API --------------------------------------------------------------------------------------------
@@ -265,9 +261,7 @@ def read_items(
     path = Path(source)
     check_policy(on_invalid)
     if fmt not in ITEM_FORMATS:
-        raise DataError(
-            f"{path}: unknown item metadata format {fmt!r}: expected one of {', '.join(ITEM_FORMATS)}"
-        )
+        raise DataError(f"{path}: unknown item metadata format {fmt!r}: expected one of {', '.join(ITEM_FORMATS)}")
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     if path.is_dir():
@@ -328,9 +322,7 @@ def _read_tabular(
     return _validate_table(table, path, mapping, on_invalid)
 
 
-def _read_parquet(
-    path: Path, mapping: ColumnMapping, on_invalid: str
-) -> tuple[pl.DataFrame, ValidationReport]:
+def _read_parquet(path: Path, mapping: ColumnMapping, on_invalid: str) -> tuple[pl.DataFrame, ValidationReport]:
     table = _load_parquet(path)
     numbered = table.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("_line"))
     return _validate_table(numbered, path, mapping, on_invalid)
@@ -373,9 +365,7 @@ def _read_movielens_ratings(path: Path, sep: str, on_invalid: str) -> tuple[pl.D
 
 def _read_pairs(path: Path, on_invalid: str) -> tuple[pl.DataFrame, ValidationReport]:
     lines = _whitespace_fields(_lines(path))
-    out, report = _split_fields(
-        lines, path, on_invalid, n_fields=2, names=("user", "item"), expected="user item"
-    )
+    out, report = _split_fields(lines, path, on_invalid, n_fields=2, names=("user", "item"), expected="user item")
     return out, report
 
 
@@ -384,9 +374,7 @@ def _split_fields(
 ) -> tuple[pl.DataFrame, ValidationReport]:
     file = str(path)
     counted = lines.with_columns(pl.col("f").list.len().alias("n"))
-    prior = _field_count_rejections(
-        counted.filter(pl.col("n") != n_fields), file, f"{n_fields} fields ({expected})"
-    )
+    prior = _field_count_rejections(counted.filter(pl.col("n") != n_fields), file, f"{n_fields} fields ({expected})")
     good = counted.filter(pl.col("n") == n_fields)
     table = good.select(
         [pl.col("f").list.get(i).alias(name) for i, name in enumerate(names)]
@@ -416,25 +404,19 @@ def _read_sequences(path: Path, on_invalid: str) -> tuple[pl.DataFrame, Validati
             pl.int_range(0, pl.len(), dtype=pl.Int64).alias("row"),
         )
     )
-    out, report = validate_interactions(
-        table, file, on_invalid, prior=prior, n_read=table.height + len(prior)
-    )
+    out, report = validate_interactions(table, file, on_invalid, prior=prior, n_read=table.height + len(prior))
     return out, report
 
 
 def _field_count_rejections(bad: pl.DataFrame, file: str, expected: str) -> list[Rejection]:
     return [
-        Rejection(
-            file, int(line), "*", FIELD_COUNT, f"{n} field(s) in {_short_text(text)!r}; expected {expected}"
-        )
+        Rejection(file, int(line), "*", FIELD_COUNT, f"{n} field(s) in {_short_text(text)!r}; expected {expected}")
         for line, n, text in bad.select("line", "n", "text").iter_rows()
     ]
 
 
 def _whitespace_fields(lines: pl.DataFrame) -> pl.DataFrame:
-    return lines.with_columns(
-        pl.col("text").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ").alias("f")
-    )
+    return lines.with_columns(pl.col("text").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ").alias("f"))
 
 
 # ---- item formats ------------------------------------------------------------------------------------------
@@ -481,9 +463,7 @@ def _u_item(path: Path) -> tuple[pl.DataFrame, list[Rejection]]:
     genres = list(MOVIELENS_GENRES)
     genre_file = path.parent / "u.genre"
     if genre_file.is_file():
-        named = [
-            ln.rsplit("|", 1) for ln in genre_file.read_text(encoding="latin-1").splitlines() if "|" in ln
-        ]
+        named = [ln.rsplit("|", 1) for ln in genre_file.read_text(encoding="latin-1").splitlines() if "|" in ln]
         by_index = {int(i): g for g, i in named if i.strip().isdigit()}
         if by_index and sorted(by_index) == list(range(len(by_index))):
             genres = [by_index[i] for i in range(len(by_index))]
@@ -542,8 +522,7 @@ def _finish_items(
     rejections = list(prior)
     bad = pl.col("item").is_null() | (pl.col("item") == "")
     rejections += [
-        Rejection(file, int(line), "item", MISSING_ITEM, "")
-        for line in meta.filter(bad).get_column("_line").to_list()
+        Rejection(file, int(line), "item", MISSING_ITEM, "") for line in meta.filter(bad).get_column("_line").to_list()
     ]
     dup = ~bad & pl.col("item").is_duplicated() & ~pl.col("item").is_first_distinct()
     rejections += [
@@ -601,9 +580,7 @@ def _read_bytes(path: Path) -> bytes:
     if not data.strip():
         raise DataError(f"{path}: the file is empty")
     if b"\x00" in data[:_SNIFF_BYTES]:
-        raise DataError(
-            f"{path}: line {_line_at(data, data.index(0))}: binary data (NUL byte), expected text"
-        )
+        raise DataError(f"{path}: line {_line_at(data, data.index(0))}: binary data (NUL byte), expected text")
     return data
 
 
@@ -635,9 +612,7 @@ def _head(path: Path, n: int, encoding: str = "utf-8") -> list[str]:
     if not data.strip():
         raise DataError(f"{path}: the file is empty")
     if b"\x00" in data:
-        raise DataError(
-            f"{path}: line {_line_at(data, data.index(0))}: binary data (NUL byte), expected text"
-        )
+        raise DataError(f"{path}: line {_line_at(data, data.index(0))}: binary data (NUL byte), expected text")
     try:
         text = data.decode(_codec(encoding))
     except UnicodeDecodeError as exc:
@@ -684,12 +659,7 @@ def _load_csv(path: Path, sep: str) -> pl.DataFrame:
     breaks = pl.sum_horizontal([pl.col(c).str.count_matches("\n").fill_null(0) for c in table.columns])
     header_breaks = sum(c.count("\n") for c in table.columns)
     table = table.with_columns(
-        (
-            pl.int_range(0, pl.len(), dtype=pl.Int64)
-            + 2
-            + header_breaks
-            + breaks.cum_sum().shift(1, fill_value=0)
-        )
+        (pl.int_range(0, pl.len(), dtype=pl.Int64) + 2 + header_breaks + breaks.cum_sum().shift(1, fill_value=0))
         .cast(pl.Int64)
         .alias("_line")
     )

@@ -50,9 +50,7 @@ EXPECTED: dict[str, str] = {
     BAD_NUMBER: "a number or an empty cell",
 }
 
-MAX_TIMESTAMP = (
-    253_402_300_799  # 9999-12-31T23:59:59Z: beyond it the value is almost surely milliseconds or garbage
-)
+MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z: beyond it the value is almost surely milliseconds or garbage
 MAX_EXAMPLES = 5
 MAX_STORED_IN_DICT = 1000
 NULL_MARKERS = ("", "na", "n/a", "nan", "null", "none", "-")
@@ -192,9 +190,7 @@ def parse_timestamp(values: pl.Series) -> pl.Series:
     for fmt in ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"):
         candidates.append(iso.str.to_datetime(fmt, strict=False, time_unit="us").dt.epoch("s"))
     for fmt in ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z"):
-        candidates.append(
-            iso.str.to_datetime(fmt, strict=False, time_unit="us", time_zone="UTC").dt.epoch("s")
-        )
+        candidates.append(iso.str.to_datetime(fmt, strict=False, time_unit="us", time_zone="UTC").dt.epoch("s"))
     dates = frame.filter(todo).select(pl.coalesce(candidates).cast(pl.Int64)).to_series()
     return numeric.scatter(todo.arg_true(), dates).alias(values.name)
 
@@ -255,9 +251,7 @@ def validate_interactions(
             ("weight", BAD_WEIGHT, filled("weight") & pl.col("_p_weight").is_null()),
             ("weight", NEGATIVE_WEIGHT, pl.col("_p_weight") < 0),
         ]
-    table = table.with_columns(
-        [bad.fill_null(False).alias(f"_bad{k}") for k, (_, _, bad) in enumerate(checks)]
-    )
+    table = table.with_columns([bad.fill_null(False).alias(f"_bad{k}") for k, (_, _, bad) in enumerate(checks)])
 
     reason: pl.Expr = pl.lit(None, pl.String)
     column: pl.Expr = pl.lit(None, pl.String)
@@ -275,9 +269,7 @@ def validate_interactions(
         for line, col, why, val in bad_rows.select("line", "_column", "_reason", "_value").iter_rows():
             rejections.append(Rejection(file, int(line), names.get(col, col), why, _short(val)))
         rejections.sort(key=lambda r: r.line)
-    report = ValidationReport(
-        rejections=rejections, n_read=table.height if n_read is None else n_read, files=[file]
-    )
+    report = ValidationReport(rejections=rejections, n_read=table.height if n_read is None else n_read, files=[file])
     if report.n_rejected and policy == "fail":
         raise ValidationFailed(report.failure_message(), report)
     if report.n_read and report.n_rejected == report.n_read:

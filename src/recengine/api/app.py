@@ -1,0 +1,187 @@
+"""The FastAPI application: ``create_app(settings)`` builds it; every client is built in the lifespan.
+
+    recengine serve                       # the CLI runs uvicorn on create_app (factory=True)
+    app = create_app(load_settings())     # tests, embedding
+
+Nothing connects at import time: Redis clients, the event log, the thread pool and the models are created when
+the server starts and closed when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+from collections.abc import AsyncIterator, Mapping
+from functools import partial
+from typing import Any
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from recengine.api import problems
+from recengine.api.gateway import Gateway, MetricsObserver, event_log, maintain, publish_model, seed_histories
+from recengine.api.middleware import GatewayMiddleware
+from recengine.api.runtime import runtime_config
+from recengine.engines.base import Engine
+from recengine.observability.logging import configure_logging
+from recengine.serving.cache import (
+    REDIS_ERRORS,
+    Cache,
+    FailoverCache,
+    MemoryCache,
+    RedisCache,
+    RedisHealth,
+    redis_client,
+)
+from recengine.serving.history import FailoverHistoryStore, HistoryStore, MemoryHistoryStore, RedisHistoryStore
+from recengine.serving.registry import ModelRegistry
+from recengine.serving.service import RecommendationService
+from recengine.settings import Settings, load_settings
+
+log = logging.getLogger("recengine.api")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engines: Mapping[str, Engine] | None = None,
+) -> FastAPI:
+    """The application. ``engines`` serves engine objects directly, beside (or instead of) the artifacts."""
+    settings = settings or load_settings()
+    serving = settings.serving
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        obs = settings.observability
+        configure_logging(obs.log_level, obs.log_format)
+        registry = ModelRegistry(serving.artifacts_dir)
+        if settings.observability.metrics:
+            registry.on_swap(publish_model)
+        results = await asyncio.to_thread(registry.reload)
+        for result in results:
+            if result.status == "refused":
+                log.error("model not loaded: %s", result.error)
+        for name, engine in (engines or {}).items():
+            registry.put(name, engine)
+        seed = await asyncio.to_thread(seed_histories, settings)
+        redis: Redis | None = None
+        health: RedisHealth | None = None
+        cache: Cache
+        history: HistoryStore
+        memory_cache = MemoryCache(settings.cache.max_entries)
+        memory_history = MemoryHistoryStore(serving.history_max_len, seed)
+        if settings.cache.redis_url:
+            redis = redis_client(settings.cache.redis_url, settings.cache.redis_timeout_ms)
+            health = RedisHealth(settings.cache.retry_after_s)
+            if settings.observability.metrics:
+                from recengine.observability import metrics
+
+                health.on_change(lambda up: metrics.set_dependency_up("redis", up))
+                metrics.set_dependency_up("redis", True)
+            cache = FailoverCache(RedisCache(redis), memory_cache, health)
+            history = FailoverHistoryStore(
+                RedisHistoryStore(redis, serving.history_max_len, seed), memory_history, health
+            )
+        else:
+            cache, history = memory_cache, memory_history
+        events = event_log(settings, redis)
+        service = RecommendationService(
+            registry,
+            cache,
+            history,
+            events,
+            runtime_config(settings),
+            max_k=serving.max_k,
+            breaker_failures=serving.breaker_failures,
+            breaker_reset_s=serving.breaker_reset_s,
+            observer=MetricsObserver() if settings.observability.metrics else None,
+            max_inflight=serving.inference_workers,
+        )
+        gw = Gateway(settings=settings, base_settings=settings, service=service, registry=registry)
+        gw.redis, gw.health = redis, health
+        if redis is None:
+            # In-process histories die with the process; the durable log brings them back.
+            replayed = await service.replay_events()
+            if replayed:
+                log.info("replayed %d logged events into the in-process histories", replayed)
+        else:
+            try:
+                await redis.ping()
+            except REDIS_ERRORS as exc:
+                assert health is not None
+                health.failed(exc)
+                log.warning("Redis unreachable at start-up; serving degraded from memory: %s", exc)
+            await gw.sync_overrides()
+        app.state.gateway = gw
+        # Models, seed histories and catalogues live as long as the process: move them out of the collector's
+        # reach so that a full collection does not walk them (tens of ms of pause on a large catalogue).
+        gc.collect()
+        gc.freeze()
+        upkeep = asyncio.create_task(maintain(gw, serving.reload_poll_s)) if serving.reload_poll_s > 0 else None
+        try:
+            yield
+        finally:
+            gc.unfreeze()
+            if upkeep is not None:
+                upkeep.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await upkeep
+            await events.close()
+            await memory_cache.close()
+            await memory_history.close()
+            if redis is not None:
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await redis.aclose()
+            await service.close()
+            if obs.metrics:
+                from recengine.observability.metrics import mark_worker_exit
+
+                mark_worker_exit()
+
+    app = FastAPI(
+        title="recengine",
+        version="0.1.0",
+        summary="Recommendations from transformer, two-tower and baseline engines behind one API.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    problems.install(app)
+    from recengine.api.routes import admin, events, health, items, recommendations
+    from recengine.api.routes import engines as engines_routes
+
+    for module in (recommendations, items, events, engines_routes, health, admin):
+        app.include_router(module.router)
+    app.add_middleware(GatewayMiddleware, max_body=serving.max_body_bytes, metrics=settings.observability.metrics)
+    app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with every error response documented as what it is: a problem+json document."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    from recengine.api.schemas import Problem
+
+    schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    ref = {"$ref": "#/components/schemas/Problem"}
+    for path in schema.get("paths", {}).values():
+        for op in path.values():
+            responses = op.setdefault("responses", {})
+            has_input = "requestBody" in op or any(
+                p.get("in") in ("query", "path", "header") for p in op.get("parameters", ())
+            )
+            if has_input:
+                responses.setdefault("422", {"description": "A field is malformed; the detail names it."})
+            for code, response in responses.items():
+                if code.isdigit() and int(code) >= 400:
+                    response["content"] = {problems.PROBLEM_TYPE: {"schema": ref}}
+    app.openapi_schema = schema
+    return schema

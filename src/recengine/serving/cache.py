@@ -1,0 +1,225 @@
+"""The answer cache: a small protocol, an in-process LRU+TTL, a Redis one, and the fail-over that joins them.
+
+Keys are built by :func:`cache_key` from everything an answer depends on — engine, model version, the user's history
+version and a hash of the request parameters — so a model reload or a new event changes the key and a stale answer
+can never be served; old entries simply expire.
+
+    Cache (protocol)
+    ├── MemoryCache      the embedded default; one per process
+    ├── RedisCache       shared by every worker and replica (redis.asyncio)
+    └── FailoverCache    Redis first; while Redis is unreachable, memory — and back to Redis by itself
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+#: Bump the number whenever the cached value's format changes: replicas of two releases then never read each
+#: other's entries during a rolling upgrade.
+KEY_PREFIX = "recengine:rec:2:"
+
+
+@runtime_checkable
+class Cache(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    """Stable short hash of request parameters (key order does not matter)."""
+    raw = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(raw, digest_size=10).hexdigest()
+
+
+def cache_key(kind: str, engine: str, model_version: str, subject: str, history_version: str, params: str) -> str:
+    """``recengine:rec:2:<kind>:<engine>:<model version>:<subject hash>:<history version>:<params hash>``.
+
+    ``subject`` is hashed so that arbitrary user ids (any length, any characters) make a well-formed key.
+    """
+    subject_h = hashlib.blake2b(subject.encode(), digest_size=10).hexdigest()
+    return f"{KEY_PREFIX}{kind}:{engine}:{model_version}:{subject_h}:{history_version}:{params}"
+
+
+class MemoryCache:
+    """Least-recently-used entries with a time to live, bounded by ``max_entries``; one per process."""
+
+    backend = "memory"
+
+    def __init__(self, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_entries = max_entries
+        self._clock = clock
+        self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    async def get(self, key: str) -> bytes | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        expires, value = entry
+        if expires <= self._clock():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        if ttl_s <= 0 or self.max_entries <= 0:
+            return
+        self._data[key] = (self._clock() + ttl_s, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.max_entries:
+            self._data.popitem(last=False)
+
+    async def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    async def clear(self) -> None:
+        self._data.clear()
+
+    async def close(self) -> None:
+        self._data.clear()
+
+
+class RedisCache:
+    """Entries in Redis with ``PSETEX``; errors propagate (the fail-over decides what to do with them)."""
+
+    backend = "redis"
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+
+    async def get(self, key: str) -> bytes | None:
+        value: Any = await self.client.get(key)
+        return value if value is None else bytes(value)
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        if ttl_s <= 0:
+            return
+        await self.client.set(key, value, px=max(1, int(ttl_s * 1000)))
+
+    async def delete(self, key: str) -> None:
+        await self.client.delete(key)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def redis_client(url: str, timeout_ms: float) -> Redis:
+    """A client that gives up quickly: a slow Redis must cost a request milliseconds, not seconds."""
+    timeout = timeout_ms / 1000.0
+    client: Redis = Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry_on_timeout=False,
+        health_check_interval=0,
+    )
+    return client
+
+
+class RedisHealth:
+    """Shared by everything that talks to one Redis: after a failure, stay away for ``retry_after_s``.
+
+    Without this, every request would pay a connection timeout while Redis is down.
+    """
+
+    def __init__(self, retry_after_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.retry_after_s = retry_after_s
+        self._clock = clock
+        self._down_until = 0.0
+        self.last_error: str | None = None
+        self._listeners: list[Callable[[bool], None]] = []
+
+    def on_change(self, listener: Callable[[bool], None]) -> None:
+        """``listener(up)`` on every transition between reachable and unreachable."""
+        self._listeners.append(listener)
+
+    @property
+    def degraded(self) -> bool:
+        """True from a failure until the next successful call."""
+        return self.last_error is not None
+
+    def should_try(self) -> bool:
+        return self._clock() >= self._down_until
+
+    def failed(self, exc: BaseException) -> None:
+        was_up = self.last_error is None
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self._down_until = self._clock() + self.retry_after_s
+        if was_up:
+            for listener in self._listeners:
+                listener(False)
+
+    def succeeded(self) -> None:
+        if self.last_error is not None:
+            self.last_error = None
+            self._down_until = 0.0
+            for listener in self._listeners:
+                listener(True)
+
+
+#: What a Redis outage looks like from redis.asyncio (timeouts surface as OSError subclasses in some paths).
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+
+
+class FailoverCache:
+    """Redis while it answers; the in-process cache while it does not; Redis again once it is back."""
+
+    def __init__(self, primary: Cache, fallback: MemoryCache, health: RedisHealth) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.health = health
+
+    @property
+    def backend(self) -> str:
+        """Where answers go now: ``redis``, or ``memory`` while Redis is unreachable."""
+        return "memory" if self.health.degraded else "redis"
+
+    async def get(self, key: str) -> bytes | None:
+        if self.health.should_try():
+            try:
+                value = await self.primary.get(key)
+            except REDIS_ERRORS as exc:
+                self.health.failed(exc)
+            else:
+                self.health.succeeded()
+                return value
+        return await self.fallback.get(key)
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        if self.health.should_try():
+            try:
+                await self.primary.set(key, value, ttl_s)
+            except REDIS_ERRORS as exc:
+                self.health.failed(exc)
+            else:
+                self.health.succeeded()
+                return
+        await self.fallback.set(key, value, ttl_s)
+
+    async def delete(self, key: str) -> None:
+        await self.fallback.delete(key)
+        if self.health.should_try():
+            try:
+                await self.primary.delete(key)
+            except REDIS_ERRORS as exc:
+                self.health.failed(exc)
+
+    async def close(self) -> None:
+        await self.fallback.close()
+        await self.primary.close()

@@ -1,0 +1,196 @@
+"""Each user's recent items, newest last — what the sequence engines read, so an event changes the next answer.
+
+A user's history is the *seed* (their interactions in the processed data set, the same in every replica) followed by
+the *live* items that arrived as events since. Only the live part is stored: in process (the embedded default) or in
+Redis lists capped at ``max_len`` (shared by every worker and replica). Items are external ids, so a history stays
+valid across model versions with different vocabularies.
+
+The version returned with a history changes with every append; it is part of the cache key.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from redis.asyncio import Redis
+
+from recengine.data.dataset import Dataset
+from recengine.serving.cache import REDIS_ERRORS, RedisHealth
+
+HIST_PREFIX = "recengine:hist:"
+VERSION_PREFIX = "recengine:histv:"
+
+
+@dataclass(frozen=True)
+class History:
+    items: list[str]
+    """External item ids, oldest first, at most ``max_len``."""
+    version: str
+
+
+class SeedHistories:
+    """Read-only histories from a processed data set (all splits), decoded lazily to external ids."""
+
+    def __init__(self, sequences: dict[str, np.ndarray], item_ids: list[str], tag: str) -> None:
+        self._sequences = sequences
+        self._item_ids = item_ids
+        self.tag = tag
+        # Decoded on first use and kept: a list of references to the id strings the catalogue already holds.
+        self._decoded: dict[str, list[str]] = {}
+
+    @classmethod
+    def empty(cls) -> SeedHistories:
+        return cls({}, [""], "0")
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset) -> SeedHistories:
+        seqs = dataset.sequences(max_split=2)
+        by_user = {dataset.users.ids[u]: seqs[u] for u in range(1, dataset.n_users + 1) if len(seqs[u])}
+        return cls(by_user, dataset.items.ids.ids, dataset.content_hash[:8])
+
+    def __len__(self) -> int:
+        return len(self._sequences)
+
+    def get(self, user_id: str, max_len: int) -> list[str]:
+        decoded = self._decoded.get(user_id)
+        if decoded is None:
+            seq = self._sequences.get(user_id)
+            if seq is None:
+                return []
+            ids = self._item_ids
+            decoded = self._decoded[user_id] = [ids[i] for i in seq.tolist()]
+        return decoded[-max_len:]
+
+
+def _join(seed: list[str], live: Sequence[str], max_len: int) -> list[str]:
+    items = seed + list(live) if live else seed
+    return items[-max_len:] if len(items) > max_len else items
+
+
+@runtime_checkable
+class HistoryStore(Protocol):
+    max_len: int
+
+    async def get(self, user_id: str) -> History: ...
+
+    async def append(self, user_id: str, item_ids: Sequence[str]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryHistoryStore:
+    def __init__(self, max_len: int = 200, seed: SeedHistories | None = None) -> None:
+        self.max_len = max_len
+        self.seed = seed or SeedHistories.empty()
+        self._live: dict[str, deque[str]] = {}
+        self._versions: dict[str, int] = {}
+
+    async def get(self, user_id: str) -> History:
+        live = self._live.get(user_id)
+        items = _join(self.seed.get(user_id, self.max_len), live or (), self.max_len)
+        return History(items, f"{self.seed.tag}.m{self._versions.get(user_id, 0)}")
+
+    async def append(self, user_id: str, item_ids: Sequence[str]) -> None:
+        if not item_ids:
+            return
+        live = self._live.get(user_id)
+        if live is None:
+            live = self._live[user_id] = deque(maxlen=self.max_len)
+        live.extend(item_ids)
+        self._versions[user_id] = self._versions.get(user_id, 0) + 1
+
+    async def close(self) -> None:
+        self._live.clear()
+
+
+class RedisHistoryStore:
+    """Live items in a Redis list per user (``RPUSH`` + ``LTRIM`` in one transaction) and a version
+    counter."""
+
+    def __init__(self, client: Redis, max_len: int = 200, seed: SeedHistories | None = None) -> None:
+        self.client = client
+        self.max_len = max_len
+        self.seed = seed or SeedHistories.empty()
+
+    async def get(self, user_id: str) -> History:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lrange(HIST_PREFIX + user_id, 0, -1)
+        pipe.get(VERSION_PREFIX + user_id)
+        raw, version = await pipe.execute()
+        live = [x.decode() for x in raw]
+        items = _join(self.seed.get(user_id, self.max_len), live, self.max_len)
+        return History(items, f"{self.seed.tag}.r{int(version or 0)}")
+
+    async def append(self, user_id: str, item_ids: Sequence[str]) -> None:
+        if not item_ids:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        pipe.rpush(HIST_PREFIX + user_id, *item_ids)
+        pipe.ltrim(HIST_PREFIX + user_id, -self.max_len, -1)
+        pipe.incr(VERSION_PREFIX + user_id)
+        await pipe.execute()
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class FailoverHistoryStore:
+    """Redis while it answers; otherwise memory, with the appends made meanwhile replayed into Redis on
+    recovery.
+
+    The event log — not this store — is the record of truth, so at worst a history is briefly behind.
+    """
+
+    def __init__(
+        self,
+        primary: HistoryStore,
+        fallback: MemoryHistoryStore,
+        health: RedisHealth,
+        max_pending: int = 100_000,
+    ) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.health = health
+        self.max_len = primary.max_len
+        self.max_pending = max_pending
+        self._pending: deque[tuple[str, list[str]]] = deque(maxlen=max_pending)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            user_id, items = self._pending[0]
+            await self.primary.append(user_id, items)
+            self._pending.popleft()
+
+    async def get(self, user_id: str) -> History:
+        if self.health.should_try():
+            try:
+                await self._flush()
+                history = await self.primary.get(user_id)
+            except REDIS_ERRORS as exc:
+                self.health.failed(exc)
+            else:
+                self.health.succeeded()
+                return history
+        return await self.fallback.get(user_id)
+
+    async def append(self, user_id: str, item_ids: Sequence[str]) -> None:
+        items = list(item_ids)
+        if self.health.should_try():
+            try:
+                await self._flush()
+                await self.primary.append(user_id, items)
+            except REDIS_ERRORS as exc:
+                self.health.failed(exc)
+            else:
+                self.health.succeeded()
+                return
+        await self.fallback.append(user_id, items)
+        self._pending.append((user_id, items))
+
+    async def close(self) -> None:
+        await self.fallback.close()
+        await self.primary.close()

@@ -1,0 +1,100 @@
+"""Which engine answers a request, and which ones stand behind it.
+
+Order of decision:
+
+1. an explicit ``engine`` in the request, when that engine is enabled;
+2. the experiment: a weighted split on a stable hash of (experiment name, user id) — the same user lands in the same
+   arm on every request, every worker and every replica, and changing the weights moves as few users as the new
+   shares allow (arms keep their order on the unit interval);
+3. the rules: no history → popularity; a history shorter than ``short_history`` → neural; longer → transformer.
+
+The chain behind the chosen engine is ``routing.fallback`` (enabled engines only), and popularity is always its last
+link: it needs no history and cannot time out, so every request gets an answer. Switching popularity off keeps it out
+of experiments and fallback preferences, never out of that last link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+FLOOR = "popularity"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """The settings an operator may change while the server runs (``RUNTIME_KEYS``), as one immutable
+    snapshot."""
+
+    enabled: Mapping[str, bool] = field(default_factory=dict)
+    short_history: int = 5
+    fallback: tuple[str, ...] = ("transformer", "neural", "ease", FLOOR)
+    experiment_name: str = "default"
+    experiment_weights: Mapping[str, float] = field(default_factory=dict)
+    cache_ttl_s: float = 300.0
+    engine_timeout_ms: float = 50.0
+
+    def is_enabled(self, engine: str) -> bool:
+        return self.enabled.get(engine, False)
+
+
+@dataclass(frozen=True)
+class Decision:
+    primary: str
+    reason: str
+    """explicit | experiment:<name> | rule:no_history | rule:short_history | rule:long_history"""
+    chain: tuple[str, ...]
+    """Engines to try, in order; starts with ``primary`` and ends with the floor."""
+    note: str | None = None
+    """Why the request did not get what it asked for (e.g. the requested engine is disabled)."""
+
+
+def bucket(experiment: str, user_id: str) -> float:
+    """A uniform number in [0, 1) fixed by (experiment, user): blake2b, so it is the same in every process."""
+    digest = hashlib.blake2b(f"{experiment}\x1f{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def assign(experiment: str, weights: Mapping[str, float], user_id: str) -> str | None:
+    """The experiment arm of ``user_id``; None when there is no experiment (no positive weight)."""
+    arms = [(name, w) for name, w in sorted(weights.items()) if w > 0]
+    total = sum(w for _, w in arms)
+    if total <= 0:
+        return None
+    point = bucket(experiment, user_id) * total
+    acc = 0.0
+    for name, w in arms:
+        acc += w
+        if point < acc:
+            return name
+    return arms[-1][0]
+
+
+def decide(cfg: RuntimeConfig, user_id: str | None, history_len: int, requested: str | None = None) -> Decision:
+    note = None
+    if requested is not None:
+        if cfg.is_enabled(requested) or requested == FLOOR:
+            return Decision(requested, "explicit", _chain(cfg, requested))
+        note = f"requested engine {requested!r} is disabled"
+    if user_id is not None:
+        arm = assign(cfg.experiment_name, cfg.experiment_weights, user_id)
+        if arm is not None and cfg.is_enabled(arm):
+            return Decision(arm, f"experiment:{cfg.experiment_name}", _chain(cfg, arm), note)
+    if history_len == 0:
+        primary, reason = FLOOR, "rule:no_history"
+    elif history_len < cfg.short_history:
+        primary, reason = "neural", "rule:short_history"
+    else:
+        primary, reason = "transformer", "rule:long_history"
+    return Decision(primary, reason, _chain(cfg, primary), note)
+
+
+def _chain(cfg: RuntimeConfig, primary: str) -> tuple[str, ...]:
+    chain = [primary]
+    for name in cfg.fallback:
+        if name not in chain and name != FLOOR and cfg.is_enabled(name):
+            chain.append(name)
+    if FLOOR not in chain:
+        chain.append(FLOOR)
+    return tuple(chain)

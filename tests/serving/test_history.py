@@ -1,0 +1,126 @@
+"""One contract, every HistoryStore (memory, Redis, fail-over); seeding from a processed data set."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from recengine.data.dataset import Dataset
+from recengine.serving.cache import RedisHealth, redis_client
+from recengine.serving.history import (
+    FailoverHistoryStore,
+    HistoryStore,
+    MemoryHistoryStore,
+    RedisHistoryStore,
+    SeedHistories,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def seeded() -> str:
+    """A user with a seeded history, unique per test: the Redis server is shared with other tests and runs."""
+    return f"seeded-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(params=["memory", "redis", "failover"])
+async def store(request: pytest.FixtureRequest, seeded: str) -> AsyncIterator[HistoryStore]:
+    seed = SeedHistories({seeded: np.array([1, 2, 3])}, ["", "a", "b", "c"], "tag")
+    if request.param == "memory":
+        impl: HistoryStore = MemoryHistoryStore(max_len=5, seed=seed)
+    else:
+        client = redis_client(request.getfixturevalue("redis_url"), 500)
+        impl = RedisHistoryStore(client, max_len=5, seed=seed)
+        if request.param == "failover":
+            impl = FailoverHistoryStore(impl, MemoryHistoryStore(5, seed), RedisHealth(1.0))
+    yield impl
+    await impl.close()
+
+
+def user() -> str:
+    return f"user-{uuid.uuid4().hex}"
+
+
+async def test_unknown_user_has_an_empty_history(store: HistoryStore) -> None:
+    h = await store.get(user())
+    assert h.items == []
+
+
+async def test_append_keeps_order_and_changes_the_version(store: HistoryStore) -> None:
+    u = user()
+    v0 = (await store.get(u)).version
+    await store.append(u, ["x", "y"])
+    h1 = await store.get(u)
+    await store.append(u, ["z"])
+    h2 = await store.get(u)
+    assert h1.items == ["x", "y"] and h2.items == ["x", "y", "z"]
+    assert len({v0, h1.version, h2.version}) == 3
+
+
+async def test_history_is_capped_at_max_len_keeping_the_newest(store: HistoryStore) -> None:
+    u = user()
+    await store.append(u, [f"i{j}" for j in range(8)])
+    assert (await store.get(u)).items == ["i3", "i4", "i5", "i6", "i7"]
+
+
+async def test_seed_comes_first_then_live_items(store: HistoryStore, seeded: str) -> None:
+    assert (await store.get(seeded)).items == ["a", "b", "c"]
+    await store.append(seeded, ["d", "e", "f"])
+    assert (await store.get(seeded)).items == ["b", "c", "d", "e", "f"]
+
+
+async def test_empty_append_is_a_no_op(store: HistoryStore) -> None:
+    u = user()
+    before = await store.get(u)
+    await store.append(u, [])
+    assert await store.get(u) == before
+
+
+def test_seed_from_a_dataset_holds_every_split(small_dataset: Dataset) -> None:
+    seed = SeedHistories.from_dataset(small_dataset)
+    uid = small_dataset.users.ids[1]
+    full = small_dataset.sequences(max_split=2)[1]
+    assert seed.get(uid, 10_000) == small_dataset.items.ids.decode(full)
+    assert seed.get(uid, 2) == small_dataset.items.ids.decode(full[-2:])
+    assert len(seed) == small_dataset.n_users
+    assert seed.tag == small_dataset.content_hash[:8]
+
+
+class _Flaky:
+    """Redis-like store that can be switched off and on."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryHistoryStore(5)
+        self.max_len = 5
+        self.up = True
+
+    async def get(self, user_id: str):  # type: ignore[no-untyped-def]
+        if not self.up:
+            raise ConnectionError("down")
+        return await self.inner.get(user_id)
+
+    async def append(self, user_id: str, item_ids: list[str]) -> None:
+        if not self.up:
+            raise ConnectionError("down")
+        await self.inner.append(user_id, item_ids)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_failover_keeps_appends_made_during_an_outage_and_replays_them() -> None:
+    primary = _Flaky()
+    health = RedisHealth(retry_after_s=0.0)
+    store = FailoverHistoryStore(primary, MemoryHistoryStore(5), health)
+    await store.append("u", ["a"])
+    primary.up = False
+    await store.append("u", ["b"])  # lands in memory, queued for Redis
+    assert health.degraded
+    assert (await store.get("u")).items == ["b"]
+    primary.up = True
+    assert (await store.get("u")).items == ["a", "b"]  # replayed on recovery
+    assert not health.degraded

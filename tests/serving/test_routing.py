@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+
+from recengine.serving.routing import FLOOR, RuntimeConfig, assign, bucket, decide
+
+ALL = {"popularity": True, "ease": True, "transformer": True, "neural": True}
+
+
+def cfg(**kw: object) -> RuntimeConfig:
+    base: dict[str, object] = {"enabled": dict(ALL), "short_history": 5}
+    base.update(kw)
+    return RuntimeConfig(**base)  # type: ignore[arg-type]
+
+
+def test_rules_by_history_length() -> None:
+    c = cfg()
+    assert decide(c, "u", 0).primary == FLOOR
+    assert decide(c, "u", 0).reason == "rule:no_history"
+    assert decide(c, "u", 4).primary == "neural"
+    assert decide(c, "u", 5).primary == "transformer"
+    assert decide(cfg(short_history=10), "u", 9).primary == "neural"
+
+
+def test_explicit_engine_wins_when_enabled_and_is_noted_when_disabled() -> None:
+    d = decide(cfg(), "u", 50, requested="ease")
+    assert (d.primary, d.reason, d.note) == ("ease", "explicit", None)
+    off = decide(cfg(enabled={**ALL, "ease": False}), "u", 50, requested="ease")
+    assert off.primary == "transformer" and off.note is not None and "ease" in off.note
+    assert "ease" not in off.chain
+
+
+def test_chain_follows_fallback_order_skips_disabled_and_ends_with_the_floor() -> None:
+    c = cfg(enabled={**ALL, "neural": False}, fallback=("ease", "transformer", "neural"))
+    d = decide(c, "u", 50)
+    assert d.chain == ("transformer", "ease", FLOOR)
+    # the floor stays the last resort even when switched off for routing
+    d2 = decide(cfg(enabled={**ALL, "popularity": False}), "u", 50)
+    assert d2.chain[-1] == FLOOR
+
+
+def test_experiment_split_is_sticky_weighted_and_overrides_rules() -> None:
+    c = cfg(experiment_name="exp1", experiment_weights={"ease": 1.0, "transformer": 3.0})
+    users = [f"user{i}" for i in range(4000)]
+    first = [decide(c, u, 0).primary for u in users]
+    again = [decide(c, u, 0).primary for u in users]
+    assert first == again
+    share = Counter(first)["transformer"] / len(users)
+    assert 0.72 < share < 0.78
+    assert decide(c, "user1", 0).reason == "experiment:exp1"
+
+
+def test_experiment_arm_that_is_disabled_falls_back_to_rules() -> None:
+    c = cfg(enabled={**ALL, "ease": False}, experiment_weights={"ease": 1.0})
+    d = decide(c, "someone", 0)
+    assert d.primary == FLOOR and d.reason == "rule:no_history"
+
+
+def test_anonymous_requests_are_not_in_the_experiment() -> None:
+    c = cfg(experiment_weights={"ease": 1.0})
+    assert decide(c, None, 7).reason == "rule:long_history"
+
+
+def test_different_experiments_split_independently() -> None:
+    users = [f"u{i}" for i in range(2000)]
+    a = [assign("a", {"ease": 1, "neural": 1}, u) for u in users]
+    b = [assign("b", {"ease": 1, "neural": 1}, u) for u in users]
+    agree = sum(x == y for x, y in zip(a, b, strict=True)) / len(users)
+    assert 0.4 < agree < 0.6
+
+
+def test_raising_one_weight_only_moves_users_into_that_arm() -> None:
+    users = [f"u{i}" for i in range(3000)]
+    before = {u: assign("e", {"ease": 1, "transformer": 1}, u) for u in users}
+    after = {u: assign("e", {"ease": 1, "transformer": 3}, u) for u in users}
+    moved = [u for u in users if before[u] != after[u]]
+    assert moved and all(before[u] == "ease" and after[u] == "transformer" for u in moved)
+
+
+def test_no_positive_weight_means_no_experiment() -> None:
+    assert assign("e", {}, "u") is None
+    assert assign("e", {"ease": 0.0}, "u") is None
+
+
+def test_bucket_is_the_same_in_another_process() -> None:
+    # Python's hash() is salted per process; the split must not be.
+    import recengine.serving.routing as routing
+
+    # Load the module file alone: importing the package would pull in torch and take seconds.
+    code = (
+        "import importlib.util, sys; "
+        f"spec = importlib.util.spec_from_file_location('routing', {routing.__file__!r}); "
+        "m = importlib.util.module_from_spec(spec); sys.modules['routing'] = m; spec.loader.exec_module(m); "
+        "print(repr(m.bucket('exp', 'user-42')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123"},
+    ).stdout
+    assert float(out) == bucket("exp", "user-42")
+    assert 0.0 <= bucket("exp", "user-42") < 1.0
