@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -124,3 +125,21 @@ async def test_failover_keeps_appends_made_during_an_outage_and_replays_them() -
     primary.up = True
     assert (await store.get("u")).items == ["a", "b"]  # replayed on recovery
     assert not health.degraded
+
+
+async def test_concurrent_requests_after_recovery_replay_each_append_once() -> None:
+    class _Slow(_Flaky):
+        async def append(self, user_id: str, item_ids: list[str]) -> None:
+            await asyncio.sleep(0.001)  # a Redis round trip: other requests run meanwhile
+            await super().append(user_id, item_ids)
+
+    primary = _Slow()
+    primary.inner, primary.max_len = MemoryHistoryStore(50), 50
+    store = FailoverHistoryStore(primary, MemoryHistoryStore(50), RedisHealth(retry_after_s=0.0))
+    primary.up = False
+    for i in range(20):
+        await store.append("u", [f"i{i}"])
+    primary.up = True
+    histories = await asyncio.gather(*(store.get("u") for _ in range(10)))
+    expected = [f"i{i}" for i in range(20)]
+    assert all(h.items == expected for h in histories)

@@ -10,6 +10,8 @@ The version returned with a history changes with every append; it is part of the
 
 from __future__ import annotations
 
+import asyncio
+
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -158,12 +160,21 @@ class FailoverHistoryStore:
         self.max_len = primary.max_len
         self.max_pending = max_pending
         self._pending: deque[tuple[str, list[str]]] = deque(maxlen=max_pending)
+        self._flush_lock = asyncio.Lock()
 
     async def _flush(self) -> None:
-        while self._pending:
-            user_id, items = self._pending[0]
-            await self.primary.append(user_id, items)
-            self._pending.popleft()
+        if not self._pending:
+            return
+        # One replay at a time: concurrent requests after a recovery would otherwise each write the same
+        # pending append (duplicates) and pop each other's entries.
+        async with self._flush_lock:
+            while self._pending:
+                user_id, items = self._pending.popleft()
+                try:
+                    await self.primary.append(user_id, items)
+                except BaseException:
+                    self._pending.appendleft((user_id, items))
+                    raise
 
     async def get(self, user_id: str) -> History:
         if self.health.should_try():
