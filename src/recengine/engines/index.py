@@ -3,7 +3,7 @@
 Rows are item indices: row ``i`` of the index is item ``i`` (row 0, the padding item, is a zero vector that is never
 returned). Vectors are expected L2-normalised, so inner product = cosine.
 
-    index = build_index(vectors, ann_threshold=50_000, kind="hnsw")   # ExactIndex or FaissIndex
+    index = build_index(vectors, ann_threshold=50_000, kind="ivf")    # ExactIndex or FaissIndex
     ids, scores = index.search(queries, k=10, exclude=[history, ...])  # (B, k) each, best first, 0 / -inf padding
     index.add(new_vectors)                                           # appended: new items get the next indices
     recall_at_k(index, exact, queries, 10)                          # share of the exact top-k the ANN finds
@@ -153,7 +153,7 @@ class FaissIndex(VectorIndex):
         return int(faiss.serialize_index(self.index).size)
 
 
-def build_index(vectors: np.ndarray, ann_threshold: int, kind: Literal["hnsw", "ivf"] = "hnsw") -> VectorIndex:
+def build_index(vectors: np.ndarray, ann_threshold: int, kind: Literal["hnsw", "ivf"] = "ivf") -> VectorIndex:
     """Exact search up to ``ann_threshold`` items (rows minus the padding row), faiss ``kind`` above it."""
     if vectors.shape[0] - 1 > ann_threshold:
         return FaissIndex(vectors, kind=kind)

@@ -26,7 +26,7 @@ import torch
 from recengine.data.dataset import TRAIN, Dataset, IdMap, ItemCatalog
 from recengine.engines.artifact import read_artifact, require, write_artifact
 from recengine.engines.base import Engine
-from recengine.engines.index import VectorIndex, build_index
+from recengine.engines.index import ExactIndex, VectorIndex, build_index, recall_at_k
 from recengine.engines.neural.features import FeatureVocab, parse_new_items
 from recengine.engines.neural.model import ItemInputs, TwoTower, TwoTowerConfig, pad_right
 from recengine.errors import ArtifactError, DataError, NoHistory
@@ -45,7 +45,7 @@ class NeuralEngine(Engine):
         vocab: FeatureVocab,
         has_id: torch.Tensor,
         ann_threshold: int = 50_000,
-        ann_kind: str = "hnsw",
+        ann_kind: str = "ivf",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -59,6 +59,16 @@ class NeuralEngine(Engine):
         self.item_matrix = self._embed(self.inputs)  # (n_items + 1, d), L2-normalised, row 0 zero
         self.item_matrix[0] = 0.0
         self.index: VectorIndex = build_index(self.item_matrix.numpy(), self.ann_threshold, self.ann_kind)  # type: ignore[arg-type]
+        if self.index.kind != "exact":
+            self.metrics = {**self.metrics, "ann": self.ann_recall()}
+
+    def ann_recall(self, n_queries: int = 200, k: int = 10, seed: int = 0) -> dict[str, Any]:
+        """Recall@k of the serving index vs exact search, with item vectors of random items as queries."""
+        matrix = self.item_matrix.numpy()
+        rng = np.random.default_rng(seed)
+        queries = matrix[rng.integers(1, matrix.shape[0], size=min(n_queries, matrix.shape[0] - 1))]
+        recall = recall_at_k(self.index, ExactIndex(matrix), queries, k)
+        return {"kind": self.index.kind, "n_items": matrix.shape[0] - 1, f"recall@{k}": round(recall, 4)}
 
     # ---- training ----------------------------------------------------------------------------------------------
     @classmethod
@@ -283,7 +293,7 @@ class NeuralEngine(Engine):
             vocab=vocab,
             has_id=has_id,
             ann_threshold=int(ann.get("threshold", 50_000)),
-            ann_kind=str(ann.get("kind", "hnsw")),
+            ann_kind=str(ann.get("kind", "ivf")),
             items=art.items,
             config=art.config,
             metrics=art.metrics,
