@@ -79,7 +79,7 @@ class TransformerEngine(Engine):
         if dataset.n_items == 0:
             raise DataError("transformer: the data set has no items")
         max_len = resolve_max_len(config, dataset)
-        engine_overrides = {"lr": config.lr, "warmup_steps": config.warmup_steps}
+        engine_overrides = {"lr": config.lr, "warmup_steps": config.warmup_steps, "patience": config.patience}
         training = training.model_copy(update={k: v for k, v in engine_overrides.items() if v is not None})
         model_config = SASRecConfig(
             n_items=dataset.n_items,

@@ -1,0 +1,207 @@
+"""A Lightning ``Trainer`` built from :class:`TrainingSettings`, and the callbacks every engine's training shares.
+
+    validation = RankingValidation(dataset, max_users=settings.valid_users)   # valid NDCG@10, best weights in memory
+    trainer = build_trainer(settings, tracking_dir, callbacks=[validation], progress=report, tracker=tracker)
+    trainer.fit(module, datamodule)                                          # best weights restored at the end
+
+A module trained this way implements :class:`Scoring` (``score(histories) -> (B, n_items + 1)``), so validation uses
+the project's own full-ranking evaluator — the figure used to stop and to pick the best epoch is the one reported.
+No checkpoint files are written: the best weights are kept in memory (models here are small) and the artifact is the
+only output. Accelerator, devices, strategy (``ddp`` for several GPUs or nodes), node count and precision come from
+the settings; Lightning does the distribution.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+
+from recengine.data.dataset import Dataset
+from recengine.errors import ConfigError
+from recengine.evaluation import evaluate
+from recengine.settings import TrainingSettings
+from recengine.training.tracking import Tracker
+
+Progress = Callable[[str, int | None, int | None], None]
+MONITOR = "valid/ndcg@10"
+
+
+@runtime_checkable
+class Scoring(Protocol):
+    def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor: ...
+
+
+class RankingValidation(Callback):
+    """After every training epoch: full-ranking metrics on the validation split, logged as ``valid/<metric>``.
+
+    Keeps a copy of the best weights (by validation NDCG@10) and loads them back when training ends, which is
+    the checkpoint selection. ``max_users`` evaluates a fixed, evenly spread subset to keep validation cheap.
+    """
+
+    def __init__(self, dataset: Dataset, max_users: int | None = None, batch_size: int = 1024) -> None:
+        self.dataset = dataset
+        self.max_users = max_users
+        self.batch_size = batch_size
+        self.best_score = -math.inf
+        self.best_epoch = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.history: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not isinstance(pl_module, Scoring):
+            raise TypeError(f"{type(pl_module).__name__} has no score(histories) method to validate with")
+        was_training = pl_module.training
+        pl_module.eval()
+        started = time.perf_counter()
+        try:
+            result = evaluate(
+                pl_module.score,
+                self.dataset,
+                split="valid",
+                ks=(10, 20),
+                batch_size=self.batch_size,
+                max_users=self.max_users,
+            )
+        finally:
+            pl_module.train(was_training)
+        metrics = {f"valid/{k}": float(v) for k, v in result.items() if "@" in k}
+        metrics["valid/seconds"] = time.perf_counter() - started
+        for name, value in metrics.items():
+            pl_module.log(name, value, on_epoch=True, logger=bool(trainer.loggers))
+        score = metrics[MONITOR]
+        self.history.append({"epoch": float(trainer.current_epoch), **metrics})
+        if score > self.best_score:
+            self.best_score = score
+            self.best_epoch = trainer.current_epoch
+            self.best_state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.best_state is not None:
+            pl_module.load_state_dict(self.best_state)
+
+
+class EpochTracking(Callback):
+    """Sends each epoch's logged metrics (train loss, validation figures, timing) to the MLflow run."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self._epoch_started = 0.0
+        self._epoch_cpu = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_started = time.perf_counter()
+        self._epoch_cpu = time.process_time()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank != 0:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        metrics["epoch_seconds"] = time.perf_counter() - self._epoch_started
+        # CPU seconds of this process: on a shared machine, the work done, whatever the wall clock says.
+        metrics["epoch_cpu_seconds"] = time.process_time() - self._epoch_cpu
+        self.tracker.log_metrics(metrics, step=trainer.current_epoch)
+
+
+class ProgressReport(Callback):
+    """Calls ``progress(message, epochs_done, max_epochs)`` with the epoch, running loss and validation NDCG@10."""
+
+    def __init__(self, progress: Progress, every_n_batches: int = 20) -> None:
+        self.progress = progress
+        self.every = max(1, every_n_batches)
+        self._ndcg: float | None = None
+
+    def _message(self, trainer: L.Trainer, batch: int | None = None) -> str:
+        loss = trainer.callback_metrics.get("train/loss_step", trainer.callback_metrics.get("train/loss"))
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        if batch is not None and trainer.num_training_batches not in (None, math.inf):
+            parts.append(f"batch {batch + 1}/{int(trainer.num_training_batches)}")
+        if loss is not None:
+            parts.append(f"loss {float(loss):.4f}")
+        if self._ndcg is not None:
+            parts.append(f"valid ndcg@10 {self._ndcg:.4f}")
+        return " · ".join(parts)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_rank == 0 and batch_idx % self.every == 0:
+            self.progress(self._message(trainer, batch_idx), trainer.current_epoch, trainer.max_epochs)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(MONITOR)
+        if value is not None:
+            self._ndcg = float(value)
+        if trainer.global_rank == 0:
+            self.progress(self._message(trainer), trainer.current_epoch + 1, trainer.max_epochs)
+
+
+def wandb_logger(training: TrainingSettings, save_dir: Path, run_name: str) -> Any:
+    """Lightning's Weights & Biases logger, offline unless a key is configured; needs ``recengine[wandb]``."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("wandb") is None:
+        raise ConfigError(
+            "training.wandb = true needs the Weights & Biases client: pip install 'recengine[wandb]' "
+            "(or set training.wandb = false)"
+        )
+    from lightning.pytorch.loggers import WandbLogger
+
+    offline = not os.environ.get("WANDB_API_KEY")
+    return WandbLogger(project=training.experiment, name=run_name, save_dir=str(save_dir), offline=offline)
+
+
+def build_trainer(
+    training: TrainingSettings,
+    tracking_dir: Path,
+    callbacks: Sequence[Callback] = (),
+    progress: Progress | None = None,
+    tracker: Tracker | None = None,
+    run_name: str = "train",
+) -> L.Trainer:
+    """A Trainer from the settings. ``callbacks`` run first, so early stopping sees this epoch's validation."""
+    if training.num_threads is not None:
+        torch.set_num_threads(training.num_threads)
+    L.seed_everything(training.seed, workers=True, verbose=False)
+    all_callbacks: list[Callback] = list(callbacks)
+    if any(isinstance(c, RankingValidation) for c in callbacks):
+        all_callbacks.append(
+            EarlyStopping(monitor=MONITOR, mode="max", patience=training.patience, check_on_train_epoch_end=True)
+        )
+    if tracker is not None:
+        all_callbacks.append(EpochTracking(tracker))
+    if progress is not None:
+        all_callbacks.append(ProgressReport(progress))
+    logger: Any = wandb_logger(training, Path(tracking_dir), run_name) if training.wandb else False
+    return L.Trainer(
+        accelerator=training.accelerator,
+        devices=training.devices,
+        strategy=training.strategy,
+        num_nodes=training.num_nodes,
+        precision=training.precision,  # type: ignore[arg-type]
+        max_epochs=training.epochs,
+        max_time=timedelta(minutes=training.max_minutes) if training.max_minutes else None,
+        gradient_clip_val=training.grad_clip or None,
+        callbacks=all_callbacks,
+        logger=logger,
+        # Lightning's default checkpoint and log folders would land in the working directory.
+        enable_checkpointing=False,
+        default_root_dir=str(tracking_dir),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        # The data modules shard their own length-bucketed batches across ranks.
+        use_distributed_sampler=False,
+        deterministic="warn" if training.accelerator != "cpu" else True,
+        log_every_n_steps=10,
+    )

@@ -1,0 +1,199 @@
+"""The transformer engine end to end: train with Lightning + MLflow, beat popularity, export, load, serve."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from recengine.data.dataset import Dataset
+from recengine.engines import load_engine
+from recengine.engines.popularity import Popularity
+from recengine.engines.transformer.engine import TransformerEngine, resolve_max_len
+from recengine.errors import ArtifactError, NoHistory
+from recengine.evaluation import evaluate
+from recengine.settings import TrainingSettings, TransformerSettings
+
+ENGINE = TransformerSettings(
+    max_len=20, d_model=32, n_layers=1, n_heads=2, dropout=0.1, lr=None, warmup_steps=None, patience=None
+)
+TRAINING = TrainingSettings(
+    epochs=8, batch_size=64, lr=3e-3, patience=3, valid_users=None, accelerator="cpu", devices=1
+)
+
+
+class Trained:
+    def __init__(self, engine: TransformerEngine, messages: list[tuple[str, int | None, int | None]], runs: Path):
+        self.engine = engine
+        self.messages = messages
+        self.runs = runs
+
+
+@pytest.fixture(scope="module")
+def trained(medium_dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    runs = tmp_path_factory.mktemp("artifacts")
+    messages: list[tuple[str, int | None, int | None]] = []
+    engine = TransformerEngine.fit(
+        medium_dataset,
+        ENGINE,
+        training=TRAINING,
+        tracking_dir=runs,
+        progress=lambda m, d, t: messages.append((m, d, t)),
+    )
+    return Trained(engine, messages, runs)
+
+
+def test_beats_popularity_on_sequential_data(trained: Trained, medium_dataset: Dataset) -> None:
+    ours = evaluate(trained.engine.score, medium_dataset, split="test")
+    pop = evaluate(Popularity.fit(medium_dataset).score, medium_dataset, split="test")
+    assert ours["ndcg@10"] > 1.5 * pop["ndcg@10"], (ours["ndcg@10"], pop["ndcg@10"])
+    assert ours["hr@10"] > pop["hr@10"]
+
+
+def test_training_summary_and_progress(trained: Trained) -> None:
+    summary = trained.engine.metrics["training"]
+    assert 1 <= summary["best_epoch"] <= summary["epochs_run"] <= TRAINING.epochs
+    history = summary["valid_history"]
+    assert len(history) == summary["epochs_run"]
+    # The restored weights are those of the best validation epoch.
+    assert summary["best_valid_ndcg@10"] == max(h["valid/ndcg@10"] for h in history)
+    epoch_messages = [m for m, d, t in trained.messages if "valid ndcg@10" in m and "batch" not in m]
+    assert len(epoch_messages) == summary["epochs_run"]
+    assert "loss" in epoch_messages[-1]
+    assert all(t == TRAINING.epochs for _, _, t in trained.messages)
+
+
+def test_mlflow_run_has_params_metrics_and_test_results(trained: Trained, tmp_path: Path) -> None:
+    run_dir = trained.engine._tracker.run_dir()
+    assert run_dir is not None and run_dir.is_relative_to(trained.runs / "mlruns")
+    metrics = run_dir / "metrics"
+    loss = (metrics / "train" / "loss_epoch").read_text().splitlines()
+    ndcg = (metrics / "valid" / "ndcg_at_10").read_text().splitlines()
+    assert len(loss) == len(ndcg) == trained.engine.metrics["training"]["epochs_run"]
+    assert float(ndcg[0].split()[1]) > 0
+    params = run_dir / "params"
+    assert (params / "engine.d_model").read_text() == "32"
+    assert (params / "training.lr").read_text() == str(TRAINING.lr)  # engine lr None: training.lr applies
+    assert (params / "dataset.hash").read_text() == trained.engine.config["dataset_hash"]
+    assert (run_dir / "tags" / "dataset_hash").read_text() == trained.engine.config["dataset_hash"]
+
+    model_dir = trained.engine.save(tmp_path / "model")
+    trained.engine.log_test_metrics({"ndcg@10": 0.25, "hr@10": 0.5, "n_users": 10})
+    assert (metrics / "test" / "ndcg_at_10").read_text().split()[1] == "0.25"
+    assert (run_dir / "artifacts" / "model" / "weights.safetensors").is_file()
+    assert json.loads((model_dir / "config.json").read_text())["mlflow_run_id"] == run_dir.name
+
+
+def test_tracking_uri_setting_points_elsewhere(small_dataset: Dataset, tmp_path: Path) -> None:
+    store = tmp_path / "elsewhere"
+    training = TRAINING.model_copy(update={"epochs": 1, "tracking_uri": store.as_uri(), "experiment": "exp-x"})
+    engine_cfg = ENGINE.model_copy(update={"lr": 0.02})
+    engine = TransformerEngine.fit(small_dataset, engine_cfg, training=training, tracking_dir=tmp_path / "art")
+    assert not (tmp_path / "art" / "mlruns").exists()
+    run_dir = engine._tracker.run_dir()
+    assert run_dir is not None and run_dir.parent.parent == store
+    assert (run_dir / "metrics" / "valid" / "ndcg_at_10").is_file()
+    assert (run_dir / "params" / "training.lr").read_text() == "0.02"  # the engine's lr overrides training.lr
+
+
+def test_export_then_load_gives_identical_scores(trained: Trained, medium_dataset: Dataset, tmp_path: Path) -> None:
+    path = trained.engine.save(tmp_path / "model")
+    loaded = load_engine(path)
+    assert isinstance(loaded, TransformerEngine)
+    _, histories, _ = medium_dataset.eval_cases("test")
+    torch.testing.assert_close(loaded.score(histories[:50]), trained.engine.score(histories[:50]), rtol=0, atol=0)
+    ids, _ = loaded.recommend(histories[:5], k=10)
+    want, _ = trained.engine.recommend(histories[:5], k=10)
+    assert (ids == want).all()
+
+
+def test_serving_load_does_not_import_lightning(trained: Trained, tmp_path: Path) -> None:
+    path = trained.engine.save(tmp_path / "model")
+    code = (
+        "import sys, numpy as np\n"
+        "from recengine.engines import load_engine\n"
+        f"e = load_engine({str(path)!r})\n"
+        "e.recommend([np.array([1, 2, 3])], k=5)\n"
+        "bad = [m for m in ('lightning', 'mlflow') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_wrong_shape_is_refused(trained: Trained, tmp_path: Path) -> None:
+    path = trained.engine.save(tmp_path / "model")
+    weights = load_file(str(path / "weights.safetensors"))
+    weights["pos_emb.weight"] = torch.zeros(7, 32)
+    save_file(weights, str(path / "weights.safetensors"))
+    config = json.loads((path / "config.json").read_text())
+    config["tensor_shapes"]["pos_emb.weight"] = [7, 32]  # consistent bookkeeping, still the wrong model
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match=r"pos_emb\.weight.*\[7, 32\]"):
+        TransformerEngine.load(path)
+
+
+def test_missing_tensor_or_file_is_refused(trained: Trained, tmp_path: Path) -> None:
+    path = trained.engine.save(tmp_path / "model")
+    weights = load_file(str(path / "weights.safetensors"))
+    del weights["ln_f.weight"]
+    save_file(weights, str(path / "weights.safetensors"))
+    with pytest.raises(ArtifactError, match=r"ln_f\.weight"):
+        TransformerEngine.load(path)
+    (path / "weights.safetensors").unlink()
+    with pytest.raises(ArtifactError, match=r"missing weights\.safetensors"):
+        TransformerEngine.load(path)
+
+
+def test_missing_hyper_parameters_are_refused(trained: Trained, tmp_path: Path) -> None:
+    path = trained.engine.save(tmp_path / "model")
+    config = json.loads((path / "config.json").read_text())
+    del config["hyper_parameters"]
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="hyper_parameters"):
+        TransformerEngine.load(path)
+
+
+def test_empty_or_unknown_history_raises_no_history(trained: Trained) -> None:
+    assert TransformerEngine.needs_history
+    with pytest.raises(NoHistory):
+        trained.engine.score([np.array([5]), np.array([], dtype=np.int64)])
+    with pytest.raises(NoHistory):
+        trained.engine.recommend([np.array([0, 10**6])], k=5)
+
+
+def test_unknown_items_are_skipped(trained: Trained) -> None:
+    n = trained.engine.n_items
+    with_unknown = trained.engine.score([np.array([0, 3, n + 5, 7, 0])])
+    clean = trained.engine.score([np.array([3, 7])])
+    torch.testing.assert_close(with_unknown, clean)
+
+
+def test_recommend_excludes_history_and_given_items(trained: Trained) -> None:
+    history = np.array([3, 7, 11])
+    first, _ = trained.engine.recommend([history], k=5)
+    ids, scores = trained.engine.recommend([history], k=5, exclude=[first[0, :2]])
+    assert not set(ids[0]) & ({3, 7, 11} | set(first[0, :2].tolist()))
+    assert (np.diff(scores[0]) <= 0).all()
+
+
+def test_batch_scores_match_single_scores(trained: Trained, medium_dataset: Dataset) -> None:
+    _, histories, _ = medium_dataset.eval_cases("test")
+    batch = trained.engine.score(histories[:8])
+    for i in range(8):
+        torch.testing.assert_close(batch[i], trained.engine.score([histories[i]])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_auto_max_len_follows_sequence_lengths(small_dataset: Dataset, medium_dataset: Dataset) -> None:
+    auto = TransformerSettings(max_len="auto")
+    for ds in (small_dataset, medium_dataset):
+        lengths = np.bincount(ds.user[ds.split == 0])[1:]
+        got = resolve_max_len(auto, ds)
+        assert 20 <= got <= 200 and got % 10 == 0
+        assert got >= min(200, np.percentile(lengths, 90))
+    assert resolve_max_len(TransformerSettings(max_len=33), small_dataset) == 33
