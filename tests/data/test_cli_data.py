@@ -33,8 +33,7 @@ SEQUENCES = "u1 a b c d\nu2 b c d\nu3 a c\n"
     [
         (
             "x.csv",
-            "user,item,timestamp\n"
-            + "".join(f"u{u},i{i},{u * 10 + i}\n" for u in range(3) for i in range(4)),
+            "user,item,timestamp\n" + "".join(f"u{u},i{i},{u * 10 + i}\n" for u in range(3) for i in range(4)),
             "csv",
         ),
         (
@@ -115,9 +114,7 @@ def test_prepare_missing_source(tmp_path: Path) -> None:
 def test_synth_is_deterministic(tmp_path: Path) -> None:
     hashes = []
     for name in ("a", "b"):
-        result = runner.invoke(
-            app, ["data", "synth", "-o", str(tmp_path / name), "--users", "50", "--items", "30"]
-        )
+        result = runner.invoke(app, ["data", "synth", "-o", str(tmp_path / name), "--users", "50", "--items", "30"])
         assert result.exit_code == 0, result.output
         hashes.append(json.loads((tmp_path / name / "manifest.json").read_text())["content_hash"])
     assert hashes[0] == hashes[1]

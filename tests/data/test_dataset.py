@@ -67,10 +67,7 @@ def test_views(small_dataset: Dataset) -> None:
     mat = ds.train_matrix()
     assert mat.shape == (ds.n_users + 1, ds.n_items + 1) and set(np.unique(mat.data)) == {1.0}
     assert mat.nnz == len(
-        {
-            (int(a), int(b))
-            for a, b in zip(ds.user[ds.split == TRAIN], ds.item[ds.split == TRAIN], strict=True)
-        }
+        {(int(a), int(b)) for a, b in zip(ds.user[ds.split == TRAIN], ds.item[ds.split == TRAIN], strict=True)}
     )
     counts = ds.item_counts()
     assert counts[0] == 0 and counts.sum() == int((ds.split == TRAIN).sum())

@@ -49,9 +49,7 @@ def epoch(*args: int) -> int:
 
 # ---- CSV / TSV / Parquet -----------------------------------------------------------------------------------
 def test_csv_with_common_column_names(tmp_path: Path) -> None:
-    path = write(
-        tmp_path, "x.csv", "user_id,item_id,timestamp,rating\nu1,i1,100,4.5\nu2,i2,90,\nu1,i3,110,3\n"
-    )
+    path = write(tmp_path, "x.csv", "user_id,item_id,timestamp,rating\nu1,i1,100,4.5\nu2,i2,90,\nu1,i3,110,3\n")
     raw, report = read_interactions(path)
     assert raw.schema == pl.Schema(RAW_SCHEMA)
     assert triples(raw) == [("u1", "i1", 100), ("u2", "i2", 90), ("u1", "i3", 110)]
@@ -144,9 +142,7 @@ def test_parquet_typed_columns(tmp_path: Path) -> None:
 
 def test_parquet_numeric_timestamps_and_bad_rows(tmp_path: Path) -> None:
     path = tmp_path / "x.pq"
-    pl.DataFrame({"user": ["a", None, "b"], "item": ["x", "y", "z"], "ts": [5.7, 6.0, -1.0]}).write_parquet(
-        path
-    )
+    pl.DataFrame({"user": ["a", None, "b"], "item": ["x", "y", "z"], "ts": [5.7, 6.0, -1.0]}).write_parquet(path)
     raw, report = read_interactions(path)
     assert triples(raw) == [("a", "x", 5)]
     assert [(r.line, r.reason) for r in report.rejections] == [(2, MISSING_USER), (3, TIMESTAMP_RANGE)]
@@ -163,9 +159,7 @@ def test_movielens_u_data_ratings_dat_and_ratings_csv(tmp_path: Path) -> None:
     dat = write(tmp_path, "ratings.dat", "1::10::3::881250949\n2::20::5::881250950\n")
     assert triples(read_interactions(dat)[0]) == expected
 
-    rcsv = write(
-        tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n1,10,3.5,881250949\n2,20,5,881250950\n"
-    )
+    rcsv = write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n1,10,3.5,881250949\n2,20,5,881250950\n")
     raw, _ = read_interactions(rcsv, fmt="movielens")
     assert triples(raw) == expected
     assert raw.get_column("rating").to_list() == [3.5, 5.0]
@@ -363,9 +357,7 @@ def test_unreadable_files_give_one_line_naming_the_file(
 
 def test_explicit_column_that_is_missing(tmp_path: Path) -> None:
     path = write(tmp_path, "x.csv", "user,item,ts\nu,i,1\n")
-    with pytest.raises(
-        DataError, match=r"line 1: no column 'when' for the timestamp \(the header has: 'user'"
-    ):
+    with pytest.raises(DataError, match=r"line 1: no column 'when' for the timestamp \(the header has: 'user'"):
         read_interactions(path, mapping=ColumnMapping(timestamp="when"))
 
 
@@ -463,9 +455,7 @@ def test_parquet_without_rows_or_bytes(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="the file is empty"):
         read_interactions(empty)
     no_rows = tmp_path / "n.parquet"
-    pl.DataFrame({"user": [], "item": []}, schema={"user": pl.String, "item": pl.String}).write_parquet(
-        no_rows
-    )
+    pl.DataFrame({"user": [], "item": []}, schema={"user": pl.String, "item": pl.String}).write_parquet(no_rows)
     with pytest.raises(DataError, match="the Parquet file has no rows"):
         read_interactions(no_rows)
 

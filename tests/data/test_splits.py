@@ -82,7 +82,4 @@ def test_temporal_data_set_has_no_leakage(small_dataset: Dataset) -> None:
     ts, sp = ds.timestamp, ds.split
     assert ts[sp == TRAIN].max() < ts[sp == VALID].min() <= ts[sp == VALID].max() < ts[sp == TEST].min()
     assert 0.05 < (sp == TEST).mean() < 0.15
-    assert (
-        small_dataset.manifest["split_method"] == "leave_one_out"
-        and ds.manifest["split_method"] == "temporal"
-    )
+    assert small_dataset.manifest["split_method"] == "leave_one_out" and ds.manifest["split_method"] == "temporal"

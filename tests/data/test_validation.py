@@ -61,9 +61,7 @@ def test_failure_message_is_one_line() -> None:
     message = report.failure_message(max_examples=2)
     assert "\n" not in message
     assert message.startswith(f"4 invalid row(s) (4 {MISSING_USER})")
-    assert (
-        "a.csv:2:" in message and "a.csv:3:" in message and "a.csv:4:" not in message and "2 more" in message
-    )
+    assert "a.csv:2:" in message and "a.csv:3:" in message and "a.csv:4:" not in message and "2 more" in message
 
 
 def frame(**cols: list[object]) -> pl.DataFrame:

@@ -26,6 +26,7 @@ from recengine.data.dataset import Dataset, IdMap, ItemCatalog
 from recengine.engines.artifact import write_artifact
 from recengine.evaluation import mask_scores
 
+
 class Engine(ABC):
     """Base class of every engine. Subclasses set ``name`` and implement fit / score / save / load."""
 

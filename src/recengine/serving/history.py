@@ -11,7 +11,6 @@ The version returned with a history changes with every append; it is part of the
 from __future__ import annotations
 
 import asyncio
-
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
