@@ -19,11 +19,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
+DEMO_EPOCHS ?= 8
+
 demo: $(STAMP)
 	$(VENV)/bin/recengine data synth -o $(DEMO_DATA)
 	$(VENV)/bin/recengine train --engine popularity --data $(DEMO_DATA)
 	$(VENV)/bin/recengine train --engine ease --data $(DEMO_DATA)
+	$(VENV)/bin/recengine train --engine transformer --data $(DEMO_DATA) --epochs $(DEMO_EPOCHS)
+	$(VENV)/bin/recengine train --engine neural --data $(DEMO_DATA) --epochs $(DEMO_EPOCHS)
 	$(VENV)/bin/recengine models
+	@echo 'serving on http://127.0.0.1:8000 — try: curl "http://127.0.0.1:8000/api/v1/recommendations?user_id=u1&k=5"'
+	$(VENV)/bin/recengine serve
+
+serve: $(STAMP)
+	$(VENV)/bin/recengine serve
 
 test: $(STAMP)
 	$(PY) -m pytest --cov=recengine --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from recengine.cli import app
 from recengine.data.dataset import Dataset
+from recengine.engines.artifact import current_dir
 
 runner = CliRunner()
 
@@ -38,6 +39,9 @@ def test_train_evaluate_and_models(workspace: Path, monkeypatch: pytest.MonkeyPa
     code, output = run("train", "--engine", "popularity", "--data", "data")
     assert code == 0, output
     assert "ndcg@10" in output
+    served = current_dir(workspace / "artifacts", "popularity")
+    assert served is not None
+    assert json.loads((served / "config.json").read_text())["version"] == served.name
     code, output = run("train", "--engine", "ease", "--data", "data", "-o", "models/ease")
     assert code == 0, output
     assert (workspace / "models/ease/weights.safetensors").is_file()

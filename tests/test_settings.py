@@ -109,3 +109,23 @@ def test_runtime_keys_exist() -> None:
         for part in key.split("."):
             assert hasattr(node, part), key
             node = getattr(node, part)
+
+
+def test_example_file_loads_and_states_the_defaults() -> None:
+    """recengine.example.toml documents every section; what it sets must be valid and equal to the defaults."""
+    import tomllib
+
+    example = Path(__file__).resolve().parents[1] / "recengine.example.toml"
+    loaded = load_settings(example)
+    defaults = Settings().model_dump(mode="json")
+
+    def walk(doc: dict[str, object], ref: dict[str, object], where: str) -> None:
+        for key, value in doc.items():
+            assert key in ref, f"{where}{key} is not a setting"
+            if isinstance(value, dict) and isinstance(ref[key], dict) and key != "weights":
+                walk(value, ref[key], f"{where}{key}.")  # type: ignore[arg-type]
+            else:
+                assert value == ref[key], f"{where}{key}: example says {value!r}, default is {ref[key]!r}"
+
+    walk(tomllib.loads(example.read_text()), defaults, "")
+    assert loaded.model_dump(mode="json") == defaults

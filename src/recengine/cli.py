@@ -34,7 +34,8 @@ data_app = typer.Typer(help="Prepare processed data sets.", no_args_is_help=True
 app.add_typer(data_app, name="data")
 
 console = Console(stderr=True)
-out = Console()
+# Tables need room: outside a terminal (pipes, CI logs) rich would otherwise squeeze them into 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 132)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="recengine.toml to read.")]
 ProfileOpt = Annotated[str | None, typer.Option("--profile", help="dev, test or prod.")]
@@ -233,6 +234,9 @@ def train(
                 progress=lambda d, t: bar.update(task, completed=d, total=t),
             )
         model.metrics = {**model.metrics, "test": metrics, "train_seconds": round(train_s, 2)}
+        if output is None:
+            # In the artifacts folder the directory name is the version the server reports.
+            model.config["version"] = target.name
         model.save(target)
         if output is None:
             set_current(target)
