@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -291,6 +291,10 @@ class Settings(BaseSettings):
                 raise ValueError("observability.log_format must be 'json' in the prod profile")
         return self
 
+    # Where ``load_settings`` found the TOML file and which profile it asked for (set on a per-load subclass).
+    _source_path: ClassVar[Path | None] = None
+    _source_profile: ClassVar[str | None] = None
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -300,7 +304,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _TomlSource(settings_cls, None, None)
+        return init_settings, env_settings, _TomlSource(settings_cls, cls._source_path, cls._source_profile)
 
 
 def resolve_config_path(path: Path | None) -> Path | None:
@@ -318,20 +322,10 @@ def load_settings(path: Path | None = None, profile: str | None = None, **overri
     resolved = resolve_config_path(path)
 
     # pydantic-settings builds its sources from the class, so the file and profile of this load live in a subclass.
-    class _FromFile(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return init_settings, env_settings, _TomlSource(settings_cls, resolved, profile)
-
+    from_file = type("Settings", (Settings,), {"_source_path": resolved, "_source_profile": profile})
     try:
-        return _FromFile(**overrides)
+        loaded: Settings = from_file(**overrides)
+        return loaded
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, resolved)) from None
 
