@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,18 @@ import pytest
 from recengine.data.dataset import Dataset
 from recengine.data.synthetic import SynthConfig, generate
 from recengine.data.transforms import build_dataset
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: the test models are tiny, and on a shared 2-core machine a second thread mostly spins
+    (a small training step ran 10–20× slower with two)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def make_dataset(tmp: Path, **kwargs: object) -> Dataset:

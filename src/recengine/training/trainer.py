@@ -205,3 +205,13 @@ def build_trainer(
         deterministic="warn" if training.accelerator != "cpu" else True,
         log_every_n_steps=10,
     )
+
+
+def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups with decay on dense matrices only: decaying embeddings would shrink rare items every
+    step, seen or not."""
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and "emb" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

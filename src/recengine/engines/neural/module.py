@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from recengine.engines.neural.model import ItemInputs, TwoTower, TwoTowerConfig, pad_right
 from recengine.settings import NeuralSettings, TrainingSettings
+from recengine.training.trainer import weight_decay_groups
 
 
 def sampled_softmax_loss(
@@ -120,16 +121,8 @@ class TwoTowerModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> Any:
-        # Weight decay on dense matrices only: decaying embeddings shrinks rare items every step whether seen or not.
-        decay: list[torch.nn.Parameter] = []
-        no_decay: list[torch.nn.Parameter] = []
-        for name, p in self.model.named_parameters():
-            (decay if p.ndim >= 2 and "emb" not in name else no_decay).append(p)
         return torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.training_cfg.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
+            weight_decay_groups(self.model, self.training_cfg.weight_decay),
             lr=self.training_cfg.lr,
         )
 

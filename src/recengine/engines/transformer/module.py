@@ -12,6 +12,7 @@ import torch
 
 from recengine.engines.transformer.model import SASRec, SASRecConfig, pad_histories
 from recengine.settings import TrainingSettings, TransformerSettings
+from recengine.training.trainer import weight_decay_groups
 
 
 class SASRecModule(L.LightningModule):
@@ -53,16 +54,8 @@ class SASRecModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> Any:
-        # Weight decay on matrices only: decaying embeddings shrinks rare items every step whether seen or not.
-        decay: list[torch.nn.Parameter] = []
-        no_decay: list[torch.nn.Parameter] = []
-        for name, p in self.model.named_parameters():
-            (decay if p.ndim >= 2 and "emb" not in name else no_decay).append(p)
         opt = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.training_cfg.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
+            weight_decay_groups(self.model, self.training_cfg.weight_decay),
             lr=self.training_cfg.lr,
             betas=(0.9, 0.98),
         )
