@@ -82,6 +82,8 @@ class TransformerSettings(_Section):
     patience: int | None = Field(default=10, ge=1, le=1000)
     """Overrides training.patience for this engine (None = use training.patience): validation NDCG@10 over a few
     thousand users moves by ±0.005 from noise alone, and 5 flat epochs stopped runs that were still improving."""
+    positions: Literal["from_oldest", "from_newest"] = "from_oldest"
+    """Learned positions counted from the oldest kept item, or back from the newest one."""
     loss: Literal["ce", "sampled_softmax", "bce"] = "ce"
     n_negatives: int = Field(default=256, ge=1, le=100_000)
     """Negatives per step for the sampled losses."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch
 from recengine.engines.transformer.model import SASRec, SASRecConfig, pad_histories
 
 
-def make_model(n_items: int = 50, max_len: int = 12, dropout: float = 0.0, **kw: int) -> SASRec:
+def make_model(n_items: int = 50, max_len: int = 12, dropout: float = 0.0, **kw: Any) -> SASRec:
     torch.manual_seed(0)
     return SASRec(SASRecConfig(n_items=n_items, max_len=max_len, d_model=16, n_heads=2, dropout=dropout, **kw))
 
@@ -24,8 +26,9 @@ def test_shapes() -> None:
     assert torch.isfinite(scores[:, 1:]).all()
 
 
-def test_later_items_do_not_change_earlier_outputs() -> None:
-    model = make_model().eval()
+@pytest.mark.parametrize("positions", ["from_oldest", "from_newest"])
+def test_later_items_do_not_change_earlier_outputs(positions: str) -> None:
+    model = make_model(positions=positions).eval()
     seqs = torch.randint(1, 51, (2, 10))
     changed = seqs.clone()
     changed[:, 6:] = torch.randint(1, 51, (2, 4))
@@ -35,8 +38,9 @@ def test_later_items_do_not_change_earlier_outputs() -> None:
     assert not torch.allclose(a[:, 6:], b[:, 6:])
 
 
-def test_right_padding_does_not_change_scores() -> None:
-    model = make_model().eval()
+@pytest.mark.parametrize("positions", ["from_oldest", "from_newest"])
+def test_right_padding_does_not_change_scores(positions: str) -> None:
+    model = make_model(positions=positions).eval()
     histories = [np.array([3, 4, 5, 6, 7]), np.array([9, 2])]
     seqs, lengths = pad_histories(histories, max_len=12)
     assert seqs.tolist() == [[3, 4, 5, 6, 7], [9, 2, 0, 0, 0]] and lengths.tolist() == [5, 2]
@@ -94,3 +98,15 @@ def test_sampled_softmax_uses_the_given_distribution() -> None:
 def test_unknown_loss_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown loss"):
         make_model().loss(torch.ones((1, 2), dtype=torch.long), torch.ones((1, 2), dtype=torch.long), kind="x")  # type: ignore[arg-type]
+
+
+def test_positions_from_newest_put_the_last_item_at_zero() -> None:
+    model = make_model(positions="from_newest").eval()
+    with torch.no_grad():
+        # One item alone, or as the newest of three: either way its position embedding is position 0's.
+        model.blocks = torch.nn.ModuleList()  # embeddings only, so the output shows the position used
+        alone = model.encode(torch.tensor([[7]]))[0, 0]
+        newest = model.encode(torch.tensor([[3, 4, 7, 0]]))[0, 2]
+        oldest = model.encode(torch.tensor([[7, 4, 3, 0]]))[0, 0]
+    torch.testing.assert_close(alone, newest)
+    assert not torch.allclose(alone, oldest)

@@ -88,6 +88,7 @@ class TransformerEngine(Engine):
             n_layers=config.n_layers,
             n_heads=config.n_heads,
             dropout=config.dropout,
+            positions=config.positions,
         )
         torch.manual_seed(training.seed)
         data = SequenceDataModule(

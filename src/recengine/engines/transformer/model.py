@@ -32,6 +32,9 @@ class SASRecConfig:
     n_heads: int = 2
     dropout: float = 0.2
     d_ff: int | None = None  # None → 4 · d_model
+    positions: Literal["from_oldest", "from_newest"] = "from_oldest"
+    """Count positions from the oldest kept item, or back from the newest (the item being extended is always at
+    position 0, as with SASRec's left padding)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,7 +106,11 @@ class SASRec(nn.Module):
         t = seqs.shape[1]
         if t > self.config.max_len:
             raise ValueError(f"sequence length {t} exceeds max_len {self.config.max_len}")
-        pos = torch.arange(t, device=seqs.device)
+        pos = torch.arange(t, device=seqs.device)  # (T,)
+        if self.config.positions == "from_newest":
+            # Right-padded: the last real item gets 0. Padding slots clamp to 0; causality keeps them unseen.
+            lengths = (seqs > 0).sum(1, keepdim=True)  # (B, 1)
+            pos = (lengths - 1 - pos).clamp(min=0)  # (B, T)
         # sqrt(d) scaling keeps item embeddings (std 0.02) from being drowned by positions at the start.
         x = self.item_emb(seqs) * math.sqrt(self.config.d_model) + self.pos_emb(pos)  # (B, T, d)
         x = self.drop(x)
