@@ -92,6 +92,8 @@ def test_evaluate_refuses_a_mismatched_vocabulary(
         (("evaluate", "--model", "missing", "--data", "data"), "missing config.json"),
         (("evaluate", "--model", "m", "--data", "data", "--split", "train"), "--split must be test or valid"),
         (("models", "--artifacts", "nowhere"), "no models in nowhere"),
+        (("data", "prepare", "x.csv", "-o", "out", "--split", "bogus"), "split = 'bogus'"),
+        (("data", "prepare", "x.csv", "-o", "out", "--on-invalid", "skip"), "on_invalid = 'skip'"),
     ],
 )
 def test_errors_are_one_line_without_traceback(

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from recengine.errors import RecengineError
-from recengine.settings import Settings, load_settings
+from recengine.settings import Settings, format_validation_error, load_settings
 
 app = typer.Typer(
     name="recengine",
@@ -146,14 +147,13 @@ def data_prepare(
 
     settings = settings_from(config)
     with errors_to_exit():
-        data = settings.data.model_copy(
-            update={
-                k: v
-                for k, v in {"on_invalid": on_invalid, "min_rating": min_rating, "split": split}.items()
-                if v is not None
-            }
-        )
-        settings = settings.model_copy(update={"data": type(data).model_validate(data.model_dump())})
+        flags = {"on_invalid": on_invalid, "min_rating": min_rating, "split": split}
+        try:
+            for key, value in flags.items():
+                if value is not None:
+                    setattr(settings.data, key, value)  # sections validate on assignment
+        except ValidationError as exc:
+            raise fail(format_validation_error(exc, Path("command line"))) from None
         mapping = ColumnMapping.from_options(user=user_col, item=item_col, timestamp=time_col, rating=rating_col)
         raw, report = read_interactions(source, fmt=fmt, mapping=mapping, on_invalid=settings.data.on_invalid)
         meta = None
@@ -444,10 +444,6 @@ def serve(
         access_log=False,  # the gateway writes its own access line, with request id and engine
         server_header=False,
     )
-
-
-def main() -> None:  # pragma: no cover - the console script calls app() directly
-    app()
 
 
 if __name__ == "__main__":  # pragma: no cover
