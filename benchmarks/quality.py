@@ -27,9 +27,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = {
-    # name → (path under the bench folder, reader format)
-    "beauty": ("amazon-beauty/Beauty.txt", "sequences"),
-    "ml-100k": ("ml-100k/u.data", "movielens"),
+    # name → (path under the bench folder, reader format, item metadata file or None)
+    "beauty": ("amazon-beauty/Beauty.txt", "sequences", None),
+    "ml-100k": ("ml-100k/u.data", "movielens", "ml-100k/u.item"),
 }
 ENGINES = ("popularity", "ease", "ease@100", "transformer", "neural")
 # Variants: a row name → (engine, settings overrides). ease@100 pins λ to the reference's value, to check that our
@@ -57,13 +57,15 @@ def bench_root() -> Path:
 
 
 def load_dataset(name: str) -> Any:
-    from recengine.data.readers import read_interactions
+    from recengine.data.readers import read_interactions, read_items
     from recengine.data.transforms import PrepareOptions, build_dataset
 
-    rel, fmt = DATASETS[name]
+    rel, fmt, items_rel = DATASETS[name]
     path = bench_root() / rel
     raw, _ = read_interactions(path, fmt=fmt, on_invalid="fail")
-    return build_dataset(raw, None, PrepareOptions(source={"path": str(path), "format": fmt}))
+    # Item metadata (titles, genres) where the data set ships it: only the neural engine reads it.
+    meta = read_items(bench_root() / items_rel, on_invalid="fail")[0] if items_rel else None
+    return build_dataset(raw, meta, PrepareOptions(source={"path": str(path), "format": fmt}))
 
 
 def latency(engine: Any, dataset: Any, n: int = 300) -> dict[str, float]:
@@ -112,7 +114,7 @@ def run_one(dataset_name: str, engine_name: str) -> dict[str, Any]:
         "fit_s": fit_s,
         "eval_s": eval_s,
         **latency(engine, dataset),
-        "training": {k: v for k, v in engine.metrics.items() if not isinstance(v, dict)},
+        "training": {k: v for k, v in engine.metrics.items() if not isinstance(v, dict | list)},
     }
     row["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return row

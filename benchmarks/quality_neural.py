@@ -1,247 +1,119 @@
-"""Quality of the neural two-tower engine on the real benchmark data, and the cold-start evaluation on ML-100K.
+"""Cold-start items for the neural two-tower engine on MovieLens-100K, with the engine's committed defaults.
 
-    run(bench_data) -> rows     # one dict per (data set, model) row; also writes benchmarks/results/neural.md
-    .venv/bin/python benchmarks/quality_neural.py [--data ../shared/data] [--only ml-100k]
+    .venv/bin/python benchmarks/quality_neural.py [--write benchmarks/results/neural.md]
 
-Protocol: /work/shared/data/README.md (leave-one-out by time, full ranking, history excluded). The data are read
-from ``bench_data`` and never copied. Timings share 2 CPU cores with other work, so they are noisy.
+10 % of the items are hidden from training (their metadata kept, their interactions removed); the model embeds them
+from titles and genres alone. For every user who interacted with a hidden item, the user's other interactions are
+the history and the hidden items are ranked: Recall@20 among the hidden items, against a popularity-within-genre
+baseline. The engine's ordinary quality rows (leave-one-out, both data sets) come from ``benchmarks/quality.py``
+and are repeated in the markdown from ``results/quality.json``, so the figures of one run appear in both places.
+
+Settings are ``load_settings(None)``: the committed defaults, plus ``RECENGINE_*`` environment overrides for
+experiments (the command line is recorded). Data are read from ``$RECENGINE_BENCH_DATA`` and never copied.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import polars as pl
 import torch
 
-from recengine.data.dataset import Dataset
-from recengine.data.transforms import build_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quality import load_dataset
 from recengine.engines.neural.coldstart import evaluate_cold_start
-from recengine.engines.neural.engine import NeuralEngine
-from recengine.engines.popularity import Popularity
-from recengine.evaluation import evaluate
-from recengine.settings import NeuralSettings, TrainingSettings
+from recengine.settings import load_settings
 
-RESULTS = Path(__file__).parent / "results" / "neural.md"
-
-#: per data set: engine and training settings used by this benchmark (chosen on validation NDCG@10)
-CONFIGS: dict[str, tuple[NeuralSettings, TrainingSettings]] = {
-    "ml-100k": (
-        NeuralSettings(d_model=64, max_len=50, feature_dropout=0.2, dropout=0.3, n_uniform_negatives=0),
-        TrainingSettings(epochs=60, batch_size=64, lr=1e-3, patience=8, valid_users=None, num_threads=1),
-    ),
-    "beauty": (
-        NeuralSettings(d_model=64, max_len=50, feature_dropout=0.2, dropout=0.5, n_uniform_negatives=4096),
-        TrainingSettings(epochs=30, batch_size=256, lr=2e-3, patience=4, valid_users=5000, num_threads=1),
-    ),
-}
+RESULTS = Path(__file__).parent / "results"
 
 
-def load_ml100k(root: Path) -> Dataset:
-    """MovieLens-100K: every rating is an interaction; titles and genres from u.item."""
-    raw = pl.read_csv(
-        root / "u.data",
-        separator="\t",
-        has_header=False,
-        new_columns=["user", "item", "rating", "timestamp"],
-        schema_overrides={"user": pl.String, "item": pl.String, "rating": pl.Float64, "timestamp": pl.Int64},
-    ).with_row_index("row")
-    genres = [line.split("|")[0] for line in (root / "u.genre").read_text(encoding="latin-1").splitlines() if line]
-    ids, titles, cats = [], [], []
-    for line in (root / "u.item").read_text(encoding="latin-1").splitlines():
-        if not line:
-            continue
-        parts = line.split("|")
-        ids.append(parts[0])
-        titles.append(parts[1])
-        flags = parts[5 : 5 + len(genres)]
-        cats.append([g for g, f in zip(genres, flags, strict=False) if f == "1"])
-    meta = pl.DataFrame(
-        {"item": ids, "title": titles, "categories": cats}, schema_overrides={"categories": pl.List(pl.String)}
-    )
-    return build_dataset(raw, meta)
-
-
-def load_beauty(root: Path) -> Dataset:
-    """Amazon Beauty 5-core (S3-Rec preprocessing): one line per user, items in time order; no metadata."""
-    users, items, times = [], [], []
-    for line in (root / "Beauty.txt").read_text().splitlines():
-        parts = line.split()
-        if len(parts) < 2:
-            continue
-        for t, item in enumerate(parts[1:]):
-            users.append(parts[0])
-            items.append(item)
-            times.append(t)
-    raw = pl.DataFrame({"user": users, "item": items, "timestamp": np.asarray(times, dtype=np.int64)})
-    return build_dataset(raw)
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _row(name: str, model: str, m: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {
-        "dataset": name,
-        "model": model,
-        "hr@10": m["hr@10"],
-        "ndcg@10": m["ndcg@10"],
-        "hr@20": m["hr@20"],
-        "ndcg@20": m["ndcg@20"],
-        **extra,
-    }
-
-
-def quality_rows(name: str, ds: Dataset, tracking: Path) -> list[dict[str, Any]]:
-    engine_cfg, training = CONFIGS[name]
-    pop = evaluate(Popularity.fit(ds).score, ds, "test", ks=(10, 20))
-    rows = [_row(name, "popularity", pop)]
+def cold_start(fraction: float = 0.1, seed: int = 0, k: int = 20) -> dict[str, Any]:
+    settings = load_settings(None)
+    dataset = load_dataset("ml-100k")
     started = time.perf_counter()
-    engine = NeuralEngine.fit(ds, engine_cfg, training=training, tracking_dir=tracking)
-    train_s = time.perf_counter() - started
-    m = evaluate(engine.score, ds, "test", ks=(10, 20))
-    rows.append(
-        _row(
-            name,
-            "neural two-tower",
-            m,
-            s_per_epoch=engine.metrics["seconds_per_epoch"],
-            epochs=engine.metrics["epochs"],
-            best_epoch=engine.metrics["best_epoch"],
-            train_s=round(train_s, 1),
-            peak_rss_mib=round(peak_rss_mib()),
+    with tempfile.TemporaryDirectory() as tmp:
+        result = evaluate_cold_start(
+            dataset,
+            settings.engines.neural,
+            settings.training,
+            tracking_dir=Path(tmp),
+            fraction=fraction,
+            seed=seed,
+            k=k,
         )
-    )
-    print(rows[-2:], file=sys.stderr, flush=True)
-    return rows
+    return {**result, "seconds": round(time.perf_counter() - started, 1)}
 
 
-def cold_rows(ds: Dataset, tracking: Path) -> list[dict[str, Any]]:
-    engine_cfg, training = CONFIGS["ml-100k"]
-    result = evaluate_cold_start(ds, engine_cfg, training, tracking_dir=tracking, fraction=0.1, seed=0, k=20)
-    print(result, file=sys.stderr, flush=True)
-    return [{"dataset": "ml-100k cold-start", **result}]
-
-
-def _runs(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    seen: dict[str, tuple[str, str, str]] = {}
-    for r in rows:
-        if "command" in r:
-            seen.setdefault(r["dataset"], (r["dataset"], r["command"], r["date"]))
-    return list(seen.values())
-
-
-def write_markdown(rows: list[dict[str, Any]], command: str, path: Path = RESULTS) -> None:
+def write_markdown(cold: dict[str, Any], command: str, out: Path) -> None:
+    quality = RESULTS / "quality.json"
+    stored = json.loads(quality.read_text()) if quality.is_file() else []
+    rows = [r for r in stored if r["engine"] in ("popularity", "neural")]
     lines = [
-        "# Neural two-tower engine: quality on the benchmark data",
+        "# Neural two-tower engine",
         "",
-        f"- written: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; one run per data set, each command "
-        "and its date below (a row reports `train_s`, the whole fit, in neural.json)",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads); the cores were shared with other jobs, so seconds are noisy",
-        *([f"- {d}: `{c}` ({t})" for d, c, t in _runs(rows)] or [f"- command: `{command}`"]),
-        "- protocol: leave-one-out by time, full ranking over all items, history excluded (../shared/data/README.md)",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+        f"- cold-start command: `{command}`",
+        "- configuration: the committed defaults (`NeuralSettings()`, `TrainingSettings()`)",
         "",
-        "| data set | model | HR@10 | NDCG@10 | HR@20 | NDCG@20 | s/epoch | epochs (best) | peak RSS MiB |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "## Leave-one-out quality (from `benchmarks/results/quality.json`, written by `benchmarks/quality.py`)",
+        "",
+        "| data set | engine | HR@10 | NDCG@10 | HR@20 | NDCG@20 | s/epoch | epochs (best) | fit s | peak RSS GB"
+        " | run |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
-        if "hr@10" not in r:
-            continue
-        epochs = f"{r['epochs']} ({r['best_epoch'] + 1})" if "epochs" in r else ""
+        t = r.get("training", {})
+        epochs = f"{t['epochs']} ({t['best_epoch'] + 1})" if "epochs" in t else ""
         lines.append(
-            f"| {r['dataset']} | {r['model']} | {r['hr@10']:.4f} | {r['ndcg@10']:.4f} | {r['hr@20']:.4f} | "
-            f"{r['ndcg@20']:.4f} | {r.get('s_per_epoch', '')} | {epochs} | {r.get('peak_rss_mib', '')} |"
+            f"| {r['dataset']} | {r['engine']} | {r['hr@10']:.4f} | {r['ndcg@10']:.4f} | {r['hr@20']:.4f} | "
+            f"{r['ndcg@20']:.4f} | {t.get('seconds_per_epoch', '')} | {epochs} | {r['fit_s']:.1f} | "
+            f"{r['peak_rss_gb']:.2f} | {r.get('date', '')} |"
         )
     lines += [
         "",
         "Reference figures (../shared/data/README.md, same protocol): ItemKNN NDCG@10 0.0981 on ML-100K and 0.0372 "
         "on Beauty; popularity 0.0441 and 0.0054. Targets: NDCG@10 ≥ 2× popularity and ≥ ItemKNN.",
+        "",
+        "## Cold-start items (ML-100K, genres + titles as metadata)",
+        "",
+        f"{cold['n_hidden_items']} items ({cold['fraction']:.0%}) hidden from training (metadata kept, interactions "
+        f"removed); {cold['n_users']} users who interacted with them. Each user's history is everything else they "
+        "did; the candidates are the hidden items (history excluded); Recall@20 = share of each user's hidden "
+        f"items in the top 20, averaged over users. Whole run (training included): {cold['seconds']} s.",
+        "",
+        "| scorer | Recall@20 among the hidden items | Recall@20 over the full catalogue |",
+        "| --- | ---: | ---: |",
+        f"| neural two-tower (item tower from metadata alone) | {cold['model_recall@20']:.4f} | "
+        f"{cold['model_full_recall@20']:.4f} |",
+        "| popularity within genre (Σ of the user's shares of the item's genres; ties by genre popularity) | "
+        f"{cold['genre_pop_recall@20']:.4f} | — |",
+        f"| global genre popularity (not personalised) | {cold['global_genre_recall@20']:.4f} | — |",
+        f"| random order (expected) | {cold['random_recall@20']:.4f} | — |",
+        "",
     ]
-    cold = [r for r in rows if "model_recall@20" in r]
-    if cold:
-        c = cold[0]
-        lines += [
-            "",
-            "## Cold-start items (ML-100K, genres + titles as metadata)",
-            "",
-            f"{c['n_hidden_items']} items ({c['fraction']:.0%}) hidden from training (metadata kept, interactions "
-            f"removed); {c['n_users']} users who interacted with them. Each user's history is everything else they "
-            "did; the candidates are the hidden items (history excluded); Recall@20 = share of each user's hidden "
-            "items in the top 20, averaged over users.",
-            "",
-            "| scorer | Recall@20 among the hidden items | Recall@20 over the full catalogue |",
-            "| --- | ---: | ---: |",
-            f"| neural two-tower (item tower from metadata alone) | {c['model_recall@20']:.4f} | "
-            f"{c['model_full_recall@20']:.4f} |",
-            "| popularity within genre (Σ of the user's shares of the item's genres; ties by genre popularity) | "
-            f"{c['genre_pop_recall@20']:.4f} | — |",
-            f"| global genre popularity (not personalised) | {c['global_genre_recall@20']:.4f} | — |",
-            f"| random order (expected) | {c['random_recall@20']:.4f} | — |",
-        ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    out.with_suffix(".json").write_text(json.dumps({**cold, "command": command}, indent=1, default=float) + "\n")
 
 
-def run(bench_data: Path, only: str | None = None, write: bool = True) -> list[dict[str, Any]]:
-    """Train and evaluate on ML-100K and Beauty (and the cold-start mode on ML-100K); returns the rows."""
-    bench_data = Path(bench_data)
-    rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tracking = Path(tmp)
-        if only in (None, "ml-100k", "cold"):
-            ml = load_ml100k(bench_data / "ml-100k")
-            if only in (None, "ml-100k"):
-                rows += quality_rows("ml-100k", ml, tracking)
-            if only in (None, "cold"):
-                rows += cold_rows(ml, tracking)
-        if only in (None, "beauty"):
-            rows += quality_rows("beauty", load_beauty(bench_data / "amazon-beauty"), tracking)
-    if write:
-        omp = os.environ.get("OMP_NUM_THREADS")
-        cmd = (f"OMP_NUM_THREADS={omp} " if omp else "") + "python benchmarks/quality_neural.py "
-        cmd += " ".join(sys.argv[1:])
-        write_markdown(merge_rows(rows, cmd.strip()), cmd.strip())
-    return rows
-
-
-def merge_rows(
-    rows: list[dict[str, Any]], command: str, path: Path = RESULTS.with_suffix(".json")
-) -> list[dict[str, Any]]:
-    """Rows of this run replace those of the same data sets in the JSON sidecar, so ``--only`` runs add up."""
-    import json
-
-    stamp = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    fresh = [{**r, **stamp} for r in rows]
-    done = {r["dataset"] for r in fresh}
-    old = json.loads(path.read_text()) if path.is_file() else []
-    merged = [r for r in old if r["dataset"] not in done] + fresh
-    order = {"ml-100k": 0, "ml-100k cold-start": 1, "beauty": 2}
-    merged.sort(key=lambda r: order.get(r["dataset"], 9))
-    path.write_text(json.dumps(merged, indent=2, default=float) + "\n")
-    return merged
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Neural engine quality on the benchmark data.")
-    default = os.environ.get("RECENGINE_BENCH_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    parser.add_argument("--data", type=Path, default=Path(default))
-    parser.add_argument("--only", choices=["ml-100k", "beauty", "cold"], default=None)
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args(argv)
-    run(args.data, only=args.only, write=not args.no_write)
-    return 0
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", type=Path, default=RESULTS / "neural.md")
+    args = parser.parse_args()
+    cold = cold_start()
+    print(json.dumps(cold, default=float))
+    env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("RECENGINE_") and "DATA" not in k)
+    write_markdown(cold, " ".join(filter(None, [env, "python benchmarks/quality_neural.py"])), args.write)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -74,6 +74,8 @@ class TransformerSettings(_Section):
     dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
     """On embeddings and residual branches. SASRec's paper uses 0.5 on every sparse data set and 0.2 only on
     the densest; early stopping cannot undo overfitting, longer training does undo underfitting."""
+    attn_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """On the attention weights (SASRec and RecBole use the same rate as ``dropout``)."""
     lr: float | None = Field(default=None, gt=0.0, le=1.0)
     """Overrides training.lr for this engine (None = use training.lr, 1e-3). On Beauty 3e-3 got to a given
     validation NDCG@10 in fewer epochs but peaked lower (0.064 against 0.070)."""
@@ -107,7 +109,13 @@ class NeuralSettings(_Section):
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     """Dropout on the user tower's history vectors."""
     title_buckets: int = Field(default=4096, ge=16, le=1_000_000)
-    n_uniform_negatives: int = Field(default=0, ge=0, le=100_000)
+    full_softmax_items: int = Field(default=20_000, ge=0)
+    """Catalogues up to this size train against every item at each step (exact softmax: no sampling bias, the
+    cost of one (positions × items) product, as the transformer's loss). Larger ones use the batch's own targets
+    plus ``n_uniform_negatives``, with log-Q correction."""
+    n_uniform_negatives: int = Field(default=4096, ge=0, le=100_000)
+    """Uniform negatives added to the in-batch ones (sampled softmax only): in-batch candidates are all
+    popular-ish items, uniform ones cover the long tail the model must also learn to rank below the target."""
     ann_threshold: int = Field(default=50_000, ge=0)
     """Catalogues with more items than this are served from an ANN index instead of an exact matrix product."""
     ann_kind: Literal["hnsw", "ivf"] = "ivf"
@@ -131,7 +139,11 @@ class TrainingSettings(_Section):
     """Sequence models: a batch also closes at this many (padded) positions, so long histories make more steps."""
     lr: float = Field(default=1e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: Literal["constant", "cosine", "plateau"] = "constant"
+    """After warm-up: constant; cosine decay to 0 over ``epochs``; or "plateau": multiply by ``plateau_factor``
+    whenever validation NDCG@10 has not improved for ``plateau_patience`` epochs (needs no epoch budget)."""
+    plateau_patience: int = Field(default=3, ge=1, le=1000)
+    plateau_factor: float = Field(default=0.3, gt=0.0, lt=1.0)
     warmup_steps: int = Field(default=0, ge=0)
     grad_clip: float = Field(default=1.0, ge=0.0)
     patience: int = Field(default=5, ge=1, le=1000)

@@ -122,3 +122,38 @@ def test_validation_needs_a_scoring_module(small_dataset: Dataset, tmp_path: Pat
     )
     with pytest.raises(TypeError, match="score"):
         trainer.fit(NoScore(), train_dataloaders=loader())
+
+
+class GoodThenBadWithWarmup(GoodThenBad):
+    """The same module with a step-wise warm-up schedule, which rewrites the rate from its base every step."""
+
+    def configure_optimizers(self) -> dict[str, object]:
+        opt = torch.optim.SGD(self.parameters(), lr=0.1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / 2))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+@pytest.mark.parametrize("module_cls", [GoodThenBad, GoodThenBadWithWarmup])
+def test_plateau_schedule_cuts_the_rate_after_flat_epochs(
+    small_dataset: Dataset, tmp_path: Path, module_cls: type[GoodThenBad]
+) -> None:
+    training = TrainingSettings(
+        epochs=8, patience=100, lr_schedule="plateau", plateau_patience=2, plateau_factor=0.5, accelerator="cpu"
+    )
+    validation = RankingValidation(small_dataset, max_users=50)
+    trainer = build_trainer(training, tmp_path, callbacks=[validation])
+    module = module_cls(small_dataset.item_counts())
+    rates: list[float] = []
+
+    class Record(L.Callback):
+        def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer.callbacks.append(Record())
+    trainer.fit(module, train_dataloaders=loader())
+    # Best at epoch 0; cuts after epochs 2, 4 and 6 (two flat epochs each time).
+    assert validation.best_epoch == 0
+    assert rates[1:] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.0125])
+    # Without the plateau schedule the rate never moves.
+    trainer = build_trainer(training.model_copy(update={"lr_schedule": "constant"}), tmp_path, callbacks=[validation])
+    assert not [c for c in trainer.callbacks if type(c).__name__ == "PlateauDecay"]

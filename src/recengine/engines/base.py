@@ -110,6 +110,19 @@ class Engine(ABC):
         """Rebuild the engine from an artifact directory alone."""
 
 
+def use_threads(n: int | None) -> None:
+    """Intra-op threads for this process's inference (torch, and faiss when it is loaded); None leaves them be."""
+    if n is None:
+        return
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    import sys
+
+    faiss = sys.modules.get("faiss")
+    if faiss is not None and faiss.omp_get_max_threads() != n:
+        faiss.omp_set_num_threads(n)
+
+
 def topk(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of each row as numpy arrays; -inf entries come back as index 0."""
     k = max(0, min(int(k), scores.shape[1] - 1))

@@ -89,6 +89,37 @@ class RankingValidation(Callback):
             pl_module.load_state_dict(self.best_state)
 
 
+class PlateauDecay(Callback):
+    """Multiplies every learning rate by ``factor`` once validation NDCG@10 has not improved for ``patience``
+    epochs, then waits ``patience`` more epochs before the next cut.
+
+    Scales the schedulers' base rates as well as the optimisers' current ones, so a warm-up (or any other
+    multiplicative schedule) keeps working on the reduced rate. Must run after :class:`RankingValidation`.
+    """
+
+    def __init__(self, validation: RankingValidation, patience: int, factor: float) -> None:
+        self.validation = validation
+        self.patience = patience
+        self.factor = factor
+        self.last_cut = -1
+        self.cuts: list[int] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        since = epoch - max(self.validation.best_epoch, self.last_cut)
+        if since < self.patience:
+            return
+        self.last_cut = epoch
+        self.cuts.append(epoch)
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] *= self.factor
+        for config in trainer.lr_scheduler_configs:
+            base = getattr(config.scheduler, "base_lrs", None)
+            if base is not None:
+                config.scheduler.base_lrs = [lr * self.factor for lr in base]
+
+
 class EpochTracking(Callback):
     """Sends each epoch's logged metrics (train loss, validation figures, timing) to the MLflow run."""
 
@@ -108,6 +139,8 @@ class EpochTracking(Callback):
         metrics["epoch_seconds"] = time.perf_counter() - self._epoch_started
         # CPU seconds of this process: on a shared machine, the work done, whatever the wall clock says.
         metrics["epoch_cpu_seconds"] = time.process_time() - self._epoch_cpu
+        if trainer.optimizers:
+            metrics["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         self.tracker.log_metrics(metrics, step=trainer.current_epoch)
 
 
@@ -173,7 +206,10 @@ def build_trainer(
         torch.set_num_threads(training.num_threads)
     L.seed_everything(training.seed, workers=True, verbose=False)
     all_callbacks: list[Callback] = list(callbacks)
-    if any(isinstance(c, RankingValidation) for c in callbacks):
+    validation = next((c for c in callbacks if isinstance(c, RankingValidation)), None)
+    if validation is not None and training.lr_schedule == "plateau":
+        all_callbacks.append(PlateauDecay(validation, training.plateau_patience, training.plateau_factor))
+    if validation is not None:
         all_callbacks.append(
             EarlyStopping(monitor=MONITOR, mode="max", patience=training.patience, check_on_train_epoch_end=True)
         )

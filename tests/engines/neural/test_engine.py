@@ -76,6 +76,17 @@ def test_export_then_load_gives_identical_scores(trained: NeuralEngine, small_da
     assert isinstance(loaded, NeuralEngine)
     assert torch.equal(trained.score(histories), loaded.score(histories))
     assert np.array_equal(trained.similar_items(np.array([3]), 5)[0], loaded.similar_items(np.array([3]), 5)[0])
+    assert loaded.inference_threads == trained.inference_threads == NeuralSettings().inference_threads
+
+
+def test_inference_uses_the_configured_threads(trained: NeuralEngine) -> None:
+    before = torch.get_num_threads()
+    try:
+        trained.inference_threads = 2 if before != 2 else 1
+        trained.score([np.array([1, 2])])
+        assert torch.get_num_threads() == trained.inference_threads
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])

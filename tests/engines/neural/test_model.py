@@ -63,7 +63,8 @@ def test_title_tokens_are_stable_and_bounded() -> None:
     assert title_tokens(None, 100) == []
 
 
-def test_training_loss_decreases(small_dataset: Dataset) -> None:
+@pytest.mark.parametrize("full_softmax_items", [0, 100_000], ids=["sampled", "full"])
+def test_training_loss_decreases(small_dataset: Dataset, full_softmax_items: int) -> None:
     torch.manual_seed(0)
     vocab = FeatureVocab.fit(small_dataset.items, 64)
     counts = small_dataset.item_counts(max_split=TRAIN)
@@ -72,9 +73,10 @@ def test_training_loss_decreases(small_dataset: Dataset) -> None:
         config_for(small_dataset, vocab),
         vocab.encode_catalog(small_dataset.items, has_id),
         counts,
-        NeuralSettings(feature_dropout=0.2),
+        NeuralSettings(feature_dropout=0.2, full_softmax_items=full_softmax_items, n_uniform_negatives=64),
         TrainingSettings(lr=3e-3),
     )
+    assert module.full_softmax == (small_dataset.n_items <= full_softmax_items)
     batch = next(iter(SequenceDataModule(small_dataset, max_len=20, batch_size=64).train_dataloader()))
     opt = torch.optim.Adam(module.parameters(), lr=3e-3)
     module.eval()  # no dropout: the same batch must get easier

@@ -25,7 +25,7 @@ import torch
 
 from recengine.data.dataset import TRAIN, Dataset, IdMap, ItemCatalog
 from recengine.engines.artifact import read_artifact, require, write_artifact
-from recengine.engines.base import Engine
+from recengine.engines.base import Engine, use_threads
 from recengine.engines.index import ExactIndex, VectorIndex, build_index, recall_at_k
 from recengine.engines.neural.features import FeatureVocab, parse_new_items
 from recengine.engines.neural.model import ItemInputs, TwoTower, TwoTowerConfig, pad_right
@@ -46,9 +46,11 @@ class NeuralEngine(Engine):
         has_id: torch.Tensor,
         ann_threshold: int = 50_000,
         ann_kind: str = "ivf",
+        inference_threads: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.inference_threads = inference_threads
         self.model = model.eval()
         self.vocab = vocab
         self.has_id = has_id.bool()  # (n_items + 1,): items whose id embedding was trained
@@ -141,6 +143,7 @@ class NeuralEngine(Engine):
             has_id=has_id,
             ann_threshold=config.ann_threshold,
             ann_kind=config.ann_kind,
+            inference_threads=config.inference_threads,
             items=dataset.items,
             config={
                 "hyper_parameters": config.model_dump(),
@@ -179,6 +182,7 @@ class NeuralEngine(Engine):
     @torch.no_grad()
     def user_vectors(self, histories: Sequence[np.ndarray], matrix: torch.Tensor | None = None) -> torch.Tensor:
         """L2-normalised user vectors (B, d) from the histories alone."""
+        use_threads(self.inference_threads)
         matrix = self.item_matrix if matrix is None else matrix
         hist = self._check(histories, matrix.shape[0] - 1)
         seqs, lengths = pad_right(hist, self.model.cfg.max_len)
@@ -215,6 +219,7 @@ class NeuralEngine(Engine):
         """Nearest items by cosine of the item vectors, the item itself left out."""
         items = np.asarray(item_indices, dtype=np.int64).reshape(-1)
         matrix = self.item_matrix
+        use_threads(self.inference_threads)
         if items.size and (items.min() < 1 or items.max() >= matrix.shape[0]):
             raise DataError(f"item indices must be in 1..{matrix.shape[0] - 1}")
         return self.index.search(matrix[items].numpy(), k, exclude=[np.asarray([i]) for i in items])
@@ -267,6 +272,7 @@ class NeuralEngine(Engine):
             "model": self.model.cfg.to_dict(),
             "features": self.vocab.to_dict(),
             "ann": {"threshold": self.ann_threshold, "kind": self.ann_kind},
+            "inference_threads": self.inference_threads,
         }
         return write_artifact(path, self.name, tensors, config, self.items, self.metrics)
 
@@ -294,7 +300,12 @@ class NeuralEngine(Engine):
             has_id=has_id,
             ann_threshold=int(ann.get("threshold", 50_000)),
             ann_kind=str(ann.get("kind", "ivf")),
+            inference_threads=_optional_int(art.config.get("inference_threads")),
             items=art.items,
             config=art.config,
             metrics=art.metrics,
         )
+
+
+def _optional_int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and value >= 1 else None

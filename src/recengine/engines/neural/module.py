@@ -55,6 +55,7 @@ class TwoTowerModule(L.LightningModule):
     item_title: torch.Tensor
     item_numeric: torch.Tensor
     target_probs: torch.Tensor
+    trained_items: torch.Tensor
 
     def __init__(
         self,
@@ -69,6 +70,7 @@ class TwoTowerModule(L.LightningModule):
         self.engine_cfg = engine
         self.training_cfg = training
         self.n_items = int(item_counts.shape[0] - 1)
+        self.full_softmax = self.n_items <= engine.full_softmax_items
         # The item feature table lives on the module so it follows the model to the accelerator.
         self.register_buffer("item_ids", items.ids, persistent=False)
         self.register_buffer("item_categories", items.categories, persistent=False)
@@ -80,6 +82,7 @@ class TwoTowerModule(L.LightningModule):
         p = np.asarray(item_counts, dtype=np.float64)
         p[0] = 0.0
         self.register_buffer("target_probs", torch.from_numpy(p / max(p.sum(), 1.0)).float(), persistent=False)
+        self.register_buffer("trained_items", torch.from_numpy(np.flatnonzero(p > 0)), persistent=False)
 
     @property
     def items(self) -> ItemInputs:
@@ -95,14 +98,25 @@ class TwoTowerModule(L.LightningModule):
         return self.model.item_vectors(x)
 
     def loss(self, seqs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """seqs, targets (B, T) right-padded windows: inputs and the next item at every position."""
+        """seqs, targets (B, T) right-padded windows: inputs and the next item at every position.
+
+        Small catalogues: softmax over every item. Large ones: over the batch's distinct targets plus uniform
+        negatives, each logit corrected by log q."""
         mask = seqs > 0
         has_target = targets > 0
         positives = targets[has_target]  # (n,)
+        if self.full_softmax:
+            vecs = self.embed(torch.arange(self.n_items + 1, device=seqs.device), drop_ids=self.training)  # (N+1, d)
+            users = self.model.user_vectors(vecs[seqs] * mask.unsqueeze(-1), mask)[has_target]  # (n, d)
+            # Candidates: every item with training interactions. An item without any (a new item known by its
+            # metadata) is never a target, so as a permanent negative it would teach "metadata-only = wrong".
+            cand = self.trained_items
+            return sampled_softmax_loss(users, vecs[cand], torch.searchsorted(cand, positives), self.model.temperature)
         cand = torch.unique(positives)
         n_uniform = self.engine_cfg.n_uniform_negatives
         if n_uniform:
-            extra = torch.randint(1, self.n_items + 1, (n_uniform,), device=seqs.device)
+            pool = self.trained_items  # uniform over the items that can be targets (see the full-softmax case)
+            extra = pool[torch.randint(0, pool.shape[0], (n_uniform,), device=seqs.device)]
             cand = torch.unique(torch.cat([cand, extra]))
         needed = torch.unique(torch.cat([seqs[mask], cand]))  # sorted: searchsorted maps indices to rows
         vecs = self.embed(needed, drop_ids=self.training)  # (U, d)
@@ -110,7 +124,9 @@ class TwoTowerModule(L.LightningModule):
         users = self.model.user_vectors(seq_vecs, mask)[has_target]  # (n, d)
         cand_vecs = vecs[torch.searchsorted(needed, cand)]  # (C, d)
         labels = torch.searchsorted(cand, positives)
-        log_q = inclusion_log_q(self.target_probs[cand], int(positives.shape[0]), n_uniform, self.n_items)
+        log_q = inclusion_log_q(
+            self.target_probs[cand], int(positives.shape[0]), n_uniform, int(self.trained_items.shape[0])
+        )
         return sampled_softmax_loss(users, cand_vecs, labels, self.model.temperature, log_q)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:

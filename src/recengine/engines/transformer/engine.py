@@ -22,7 +22,7 @@ import torch
 
 from recengine.data.dataset import TRAIN, Dataset
 from recengine.engines.artifact import read_artifact, require, write_artifact
-from recengine.engines.base import Engine
+from recengine.engines.base import Engine, use_threads
 from recengine.engines.transformer.model import SASRec, SASRecConfig, pad_histories
 from recengine.errors import ArtifactError, DataError, NoHistory
 from recengine.settings import TrainingSettings, TransformerSettings
@@ -88,6 +88,7 @@ class TransformerEngine(Engine):
             n_layers=config.n_layers,
             n_heads=config.n_heads,
             dropout=config.dropout,
+            attn_dropout=config.attn_dropout,
             positions=config.positions,
         )
         torch.manual_seed(training.seed)
@@ -195,8 +196,7 @@ class TransformerEngine(Engine):
         for i, h in enumerate(known):
             if h.size == 0:
                 raise NoHistory(f"history {i} has no known items; the transformer needs at least one")
-        if self.inference_threads is not None and torch.get_num_threads() != self.inference_threads:
-            torch.set_num_threads(self.inference_threads)
+        use_threads(self.inference_threads)
         seqs, lengths = pad_histories(known, self.model.config.max_len)
         with torch.inference_mode():
             return self.model.scores(seqs, lengths)

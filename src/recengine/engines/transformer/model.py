@@ -31,6 +31,7 @@ class SASRecConfig:
     n_layers: int = 2
     n_heads: int = 2
     dropout: float = 0.2
+    attn_dropout: float = 0.0  # on the attention weights
     d_ff: int | None = None  # None → 4 · d_model
     positions: Literal["from_oldest", "from_newest"] = "from_oldest"
     """Count positions from the oldest kept item, or back from the newest (the item being extended is always at
@@ -52,7 +53,7 @@ class Block(nn.Module):
         if c.d_model % c.n_heads:
             raise ValueError(f"d_model ({c.d_model}) must be a multiple of n_heads ({c.n_heads})")
         self.n_heads = c.n_heads
-        self.dropout = c.dropout
+        self.attn_dropout = c.attn_dropout
         self.ln1 = nn.LayerNorm(c.d_model)
         self.qkv = nn.Linear(c.d_model, 3 * c.d_model)
         self.proj = nn.Linear(c.d_model, c.d_model)
@@ -67,9 +68,10 @@ class Block(nn.Module):
         b, t, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)  # (B, T, d) each
         q, k, v = (z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v))  # (B, h, T, d/h)
-        # No dropout on the attention weights: it would force the unfused kernel that materialises (B, h, T, T);
-        # dropout on the residual branches and the embeddings does the regularising.
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, h, T, d/h)
+        # Dropout on the attention weights makes PyTorch use a kernel that materialises (B, h, T, T): cheap for
+        # short windows, which is where the sparse data that needs it live.
+        p = self.attn_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, h, T, d/h)
         y = y.transpose(1, 2).reshape(b, t, d)
         x = x + self.resid_drop(self.proj(y))
         out: torch.Tensor = x + self.mlp(self.ln2(x))
