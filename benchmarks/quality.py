@@ -83,6 +83,42 @@ def latency(engine: Any, dataset: Any, n: int = 300) -> dict[str, float]:
     return {"latency_p50_ms": float(np.median(times)), "latency_p99_ms": float(np.percentile(times, 99))}
 
 
+PEER = {("beauty", "transformer"): 0.0561}  # the issue's "peer's test quality" (RecBole SASRec, NDCG@10)
+
+
+def test_curve_callback(dataset: Any) -> Any:
+    """A Lightning callback that scores the *test* split after every epoch, for the report only.
+
+    Selection still uses validation alone; this records when the weights of the moment first reached a given test
+    figure, in training seconds (its own evaluation time is left out of the clock).
+    """
+    import lightning as L
+
+    from recengine.evaluation import evaluate
+
+    class TestCurve(L.Callback):
+        def __init__(self) -> None:
+            self.points: list[tuple[int, float, float]] = []  # (epoch, training seconds, test ndcg@10)
+            self.started = 0.0
+            self.excluded = 0.0
+
+        def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            self.started = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            t0 = time.perf_counter()
+            was_training = pl_module.training
+            pl_module.eval()
+            try:
+                ndcg = evaluate(pl_module.score, dataset, split="test", ks=(10,))["ndcg@10"]  # type: ignore[operator]
+            finally:
+                pl_module.train(was_training)
+            self.points.append((trainer.current_epoch + 1, t0 - self.started - self.excluded, float(ndcg)))
+            self.excluded += time.perf_counter() - t0
+
+    return TestCurve()
+
+
 def run_one(dataset_name: str, engine_name: str) -> dict[str, Any]:
     """Runs inside the child process: prepare, fit, evaluate, time."""
     import torch
@@ -97,10 +133,12 @@ def run_one(dataset_name: str, engine_name: str) -> dict[str, Any]:
     prep_s = time.perf_counter() - t0
     base, overrides = VARIANTS.get(engine_name, (engine_name, {}))
     section = getattr(settings.engines, base).model_copy(update=overrides)
+    curve = test_curve_callback(dataset) if base in ("transformer", "neural") else None
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        engine = engine_class(base).fit(dataset, section, training=settings.training, tracking_dir=Path(tmp))
-        fit_s = time.perf_counter() - t0
+        extra = {"callbacks": [curve]} if curve is not None else {}
+        engine = engine_class(base).fit(dataset, section, training=settings.training, tracking_dir=Path(tmp), **extra)
+        fit_s = time.perf_counter() - t0 - (curve.excluded if curve is not None else 0.0)
     t0 = time.perf_counter()
     metrics = evaluate(engine.score, dataset, split="test", ks=(10, 20))
     eval_s = time.perf_counter() - t0
@@ -117,6 +155,18 @@ def run_one(dataset_name: str, engine_name: str) -> dict[str, Any]:
         "training": {k: v for k, v in engine.metrics.items() if not isinstance(v, dict | list)},
     }
     row["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if curve is not None:
+        # The engines time their own fit; take the report-only test evaluations back out of those figures.
+        t = row["training"]
+        epochs = t.get("epochs_run", t.get("epochs"))
+        if "train_seconds" in t:
+            t["train_seconds"] = round(t["train_seconds"] - curve.excluded, 1)
+        if epochs and "seconds_per_epoch" in t:
+            t["seconds_per_epoch"] = round(fit_s / epochs, 2)
+        row["test_curve"] = [[e, round(s, 1), round(n, 5)] for e, s, n in curve.points]
+        peer = PEER.get((dataset_name, engine_name))
+        if peer is not None:
+            row["training"]["s_to_peer_test_ndcg"] = next((s for _, s, n in curve.points if n >= peer), None)
     return row
 
 

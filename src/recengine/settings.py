@@ -74,6 +74,8 @@ class TransformerSettings(_Section):
     dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
     """On embeddings and residual branches. SASRec's paper uses 0.5 on every sparse data set and 0.2 only on
     the densest; early stopping cannot undo overfitting, longer training does undo underfitting."""
+    block: Literal["pre_ln", "gated"] = "pre_ln"
+    """Transformer block: plain pre-LayerNorm, or gated residuals with a SwiGLU MLP (LiGR-style, as in eSASRec)."""
     attn_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     """On the attention weights (SASRec and RecBole use the same rate as ``dropout``)."""
     lr: float | None = Field(default=None, gt=0.0, le=1.0)

@@ -16,6 +16,16 @@ def make_model(n_items: int = 50, max_len: int = 12, dropout: float = 0.0, **kw:
     return SASRec(SASRecConfig(n_items=n_items, max_len=max_len, d_model=16, n_heads=2, dropout=dropout, **kw))
 
 
+def test_attention_dropout_only_while_training() -> None:
+    model = make_model(attn_dropout=0.5)
+    seqs = torch.randint(1, 51, (2, 6))
+    with torch.no_grad():
+        model.eval()
+        torch.testing.assert_close(model.encode(seqs), model.encode(seqs))
+        model.train()
+        assert not torch.allclose(model.encode(seqs), model.encode(seqs))
+
+
 def test_shapes() -> None:
     model = make_model().eval()
     seqs = torch.randint(1, 51, (3, 7))
@@ -26,9 +36,11 @@ def test_shapes() -> None:
     assert torch.isfinite(scores[:, 1:]).all()
 
 
-@pytest.mark.parametrize("positions", ["from_oldest", "from_newest"])
-def test_later_items_do_not_change_earlier_outputs(positions: str) -> None:
-    model = make_model(positions=positions).eval()
+@pytest.mark.parametrize(
+    ("positions", "block"), [("from_oldest", "pre_ln"), ("from_newest", "pre_ln"), ("from_oldest", "gated")]
+)
+def test_later_items_do_not_change_earlier_outputs(positions: str, block: str) -> None:
+    model = make_model(positions=positions, block=block).eval()
     seqs = torch.randint(1, 51, (2, 10))
     changed = seqs.clone()
     changed[:, 6:] = torch.randint(1, 51, (2, 4))
@@ -65,10 +77,12 @@ def test_heads_must_divide_width() -> None:
         SASRec(SASRecConfig(n_items=10, d_model=10, n_heads=3))
 
 
-@pytest.mark.parametrize("loss", ["ce", "sampled_softmax", "bce"])
-def test_loss_decreases_on_a_tiny_set(loss: str) -> None:
+@pytest.mark.parametrize(
+    ("loss", "block"), [("ce", "pre_ln"), ("sampled_softmax", "pre_ln"), ("bce", "pre_ln"), ("ce", "gated")]
+)
+def test_loss_decreases_on_a_tiny_set(loss: str, block: str) -> None:
     # A deterministic cycle 1 → 2 → … → 20 → 1: any working loss learns it within a few dozen steps.
-    model = make_model(n_items=20, max_len=8)
+    model = make_model(n_items=20, max_len=8, block=block, attn_dropout=0.1)
     cycle = np.arange(40) % 20 + 1
     seqs = torch.tensor(np.stack([np.roll(cycle, -s)[:9] for s in range(16)]))
     inputs, targets = seqs[:, :-1], seqs[:, 1:].clone()

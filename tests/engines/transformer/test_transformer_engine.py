@@ -197,3 +197,24 @@ def test_auto_max_len_follows_sequence_lengths(small_dataset: Dataset, medium_da
         assert 20 <= got <= 200 and got % 10 == 0
         assert got >= min(200, np.percentile(lengths, 90))
     assert resolve_max_len(TransformerSettings(max_len=33), small_dataset) == 33
+
+
+def test_extra_callbacks_run_each_epoch_and_gated_blocks_round_trip(small_dataset: Dataset, tmp_path: Path) -> None:
+    import lightning as L
+
+    epochs: list[int] = []
+
+    class Seen(L.Callback):
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            epochs.append(trainer.current_epoch)
+
+    training = TRAINING.model_copy(update={"epochs": 2, "lr_schedule": "plateau"})
+    engine_cfg = ENGINE.model_copy(update={"block": "gated", "attn_dropout": 0.2})
+    engine = TransformerEngine.fit(
+        small_dataset, engine_cfg, training=training, tracking_dir=tmp_path, callbacks=[Seen()]
+    )
+    assert epochs == [0, 1]
+    loaded = TransformerEngine.load(engine.save(tmp_path / "m"))
+    assert loaded.model.config.block == "gated"
+    histories = [np.array([1, 2, 3]), np.array([4])]
+    torch.testing.assert_close(engine.score(histories), loaded.score(histories))

@@ -81,9 +81,12 @@ class NeuralEngine(Engine):
         training: TrainingSettings | None = None,
         tracking_dir: Path = Path("artifacts"),
         progress: Progress | None = None,
+        callbacks: Sequence[Any] = (),
         **kwargs: Any,
     ) -> Self:
-        """Train on the train split, pick the epoch by validation NDCG@10, track the run in MLflow."""
+        """Train on the train split, pick the epoch by validation NDCG@10, track the run in MLflow.
+
+        ``callbacks``: extra Lightning callbacks, run after each epoch's validation."""
         from recengine.engines.neural.module import TwoTowerModule
         from recengine.training.datamodule import SequenceDataModule
         from recengine.training.tracking import Tracker
@@ -117,7 +120,12 @@ class NeuralEngine(Engine):
         )
         validation = RankingValidation(dataset, max_users=training.valid_users)
         trainer = build_trainer(
-            training, tracking_dir, callbacks=[validation], progress=progress, tracker=tracker, run_name="neural"
+            training,
+            tracking_dir,
+            callbacks=[validation, *callbacks],
+            progress=progress,
+            tracker=tracker,
+            run_name="neural",
         )
         started = time.perf_counter()
         try:

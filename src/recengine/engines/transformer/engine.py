@@ -66,8 +66,10 @@ class TransformerEngine(Engine):
         training: TrainingSettings | None = None,
         tracking_dir: Path | None = None,
         progress: Progress | None = None,
+        callbacks: Sequence[Any] = (),
         **kwargs: Any,
     ) -> Self:
+        """Train with Lightning; ``callbacks`` are extra Lightning callbacks, run after each epoch's validation."""
         from recengine.engines.transformer.module import SASRecModule
         from recengine.training.datamodule import SequenceDataModule
         from recengine.training.tracking import Tracker
@@ -89,6 +91,7 @@ class TransformerEngine(Engine):
             n_heads=config.n_heads,
             dropout=config.dropout,
             attn_dropout=config.attn_dropout,
+            block=config.block,
             positions=config.positions,
         )
         torch.manual_seed(training.seed)
@@ -135,7 +138,7 @@ class TransformerEngine(Engine):
             trainer = build_trainer(
                 training,
                 tracking_dir,
-                callbacks=[validation],
+                callbacks=[validation, *callbacks],
                 progress=progress,
                 tracker=tracker,
                 run_name=f"transformer-{dataset.content_hash}",

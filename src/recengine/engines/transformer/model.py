@@ -33,6 +33,9 @@ class SASRecConfig:
     dropout: float = 0.2
     attn_dropout: float = 0.0  # on the attention weights
     d_ff: int | None = None  # None → 4 · d_model
+    block: Literal["pre_ln", "gated"] = "pre_ln"
+    """"gated": each residual branch is scaled by a sigmoid gate computed from the block's input, and the MLP is a
+    SwiGLU (LiGR-style layers, as in eSASRec); "pre_ln": the plain pre-LayerNorm block."""
     positions: Literal["from_oldest", "from_newest"] = "from_oldest"
     """Count positions from the oldest kept item, or back from the newest (the item being extended is always at
     position 0, as with SASRec's left padding)."""
@@ -45,8 +48,27 @@ class SASRecConfig:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
+class SwiGLU(nn.Module):
+    """MLP with a SiLU-gated hidden layer: (silu(x W) * x V) U, no biases."""
+
+    def __init__(self, d: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.w = nn.Linear(d, d_ff, bias=False)
+        self.v = nn.Linear(d, d_ff, bias=False)
+        self.u = nn.Linear(d_ff, d, bias=False)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.drop(self.u(F.silu(self.w(x)) * self.v(x)))
+        return out
+
+
 class Block(nn.Module):
-    """Pre-LN transformer block: x + attn(LN(x)), then x + mlp(LN(x)). Pre-LN trains stably without warm-up tricks."""
+    """Pre-LN transformer block: x + attn(LN(x)), then x + mlp(LN(x)). Pre-LN trains stably without warm-up tricks.
+
+    With ``block="gated"`` each branch is multiplied by sigmoid(x G) before it is added back, so the block learns
+    how much of each branch to let through per position and channel.
+    """
 
     def __init__(self, c: SASRecConfig) -> None:
         super().__init__()
@@ -59,9 +81,16 @@ class Block(nn.Module):
         self.proj = nn.Linear(c.d_model, c.d_model)
         self.ln2 = nn.LayerNorm(c.d_model)
         d_ff = c.d_ff or 4 * c.d_model
-        self.mlp = nn.Sequential(
-            nn.Linear(c.d_model, d_ff), nn.GELU(), nn.Linear(d_ff, c.d_model), nn.Dropout(c.dropout)
-        )
+        self.mlp: nn.Module
+        if c.block == "gated":
+            self.mlp = SwiGLU(c.d_model, d_ff, c.dropout)
+            self.gate1: nn.Linear | None = nn.Linear(c.d_model, c.d_model)
+            self.gate2: nn.Linear | None = nn.Linear(c.d_model, c.d_model)
+        else:
+            self.mlp = nn.Sequential(
+                nn.Linear(c.d_model, d_ff), nn.GELU(), nn.Linear(d_ff, c.d_model), nn.Dropout(c.dropout)
+            )
+            self.gate1 = self.gate2 = None
         self.resid_drop = nn.Dropout(c.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,9 +101,10 @@ class Block(nn.Module):
         # short windows, which is where the sparse data that needs it live.
         p = self.attn_dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, h, T, d/h)
-        y = y.transpose(1, 2).reshape(b, t, d)
-        x = x + self.resid_drop(self.proj(y))
-        out: torch.Tensor = x + self.mlp(self.ln2(x))
+        y = self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, t, d)))
+        x = x + (y if self.gate1 is None else torch.sigmoid(self.gate1(x)) * y)
+        m = self.mlp(self.ln2(x))
+        out: torch.Tensor = x + (m if self.gate2 is None else torch.sigmoid(self.gate2(x)) * m)
         return out
 
 
