@@ -248,7 +248,8 @@ def main() -> None:
                 flush=True,
             )
             rows.append(row)
-    command = ("python benchmarks/quality.py " + " ".join(sys.argv[1:])).strip()
+    env = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("RECENGINE_") and "BENCH" not in k]
+    command = " ".join([*env, "python benchmarks/quality.py", *sys.argv[1:]])
     for row in rows:
         row["command"] = command
         row["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -108,8 +108,9 @@ class NeuralSettings(_Section):
     temperature: float = Field(default=0.05, gt=0.0, le=10.0)
     feature_dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
     """Share of item occurrences trained without their id embedding, so the tower learns to embed from metadata."""
-    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
-    """Dropout on the user tower's history vectors."""
+    dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
+    """Dropout on the user tower's history vectors. 0.5, as SASRec uses on sparse data: most catalogues are
+    sparse, and on the dense ML-100K it did no harm (NDCG@10 0.1051 with 0.5 vs 0.1035 with 0.3)."""
     title_buckets: int = Field(default=4096, ge=16, le=1_000_000)
     full_softmax_items: int = Field(default=20_000, ge=0)
     """Catalogues up to this size train against every item at each step (exact softmax: no sampling bias, the
@@ -118,6 +119,10 @@ class NeuralSettings(_Section):
     n_uniform_negatives: int = Field(default=4096, ge=0, le=100_000)
     """Uniform negatives added to the in-batch ones (sampled softmax only): in-batch candidates are all
     popular-ish items, uniform ones cover the long tail the model must also learn to rank below the target."""
+    patience: int | None = Field(default=10, ge=1, le=1000)
+    """Overrides training.patience for this engine (None = use training.patience), as for the transformer:
+    validation NDCG@10 over a few hundred or thousand users moves by ±0.005 from noise alone, and 5 flat epochs
+    stopped ML-100K runs at NDCG@10 0.09 that reach 0.105 when let run."""
     ann_threshold: int = Field(default=50_000, ge=0)
     """Catalogues with more items than this are served from an ANN index instead of an exact matrix product."""
     ann_kind: Literal["hnsw", "ivf"] = "ivf"

@@ -94,6 +94,8 @@ class NeuralEngine(Engine):
 
         config = config or NeuralSettings()
         training = training or TrainingSettings()
+        if config.patience is not None:
+            training = training.model_copy(update={"patience": config.patience})
         counts = dataset.item_counts(max_split=TRAIN)
         if counts.sum() == 0:
             raise DataError("neural: the training split is empty")

@@ -1,10 +1,11 @@
-"""The training task around :class:`TwoTower`: in-batch sampled softmax with log-Q correction, optimiser, scoring.
+"""The training task around :class:`TwoTower`: softmax over the catalogue or a log-Q corrected sampled softmax.
 
 Each batch holds whole training windows (``training.datamodule.SequenceDataModule``): the user vector at every position
-is trained to pick the next item among the batch's distinct target items (plus optional uniform negatives). In-batch
-candidates are drawn by popularity, which would teach the model to push popular items down; subtracting log q (the
-item's chance of being a candidate in this batch) from its logit removes that bias (Yi et al., RecSys 2019).
-"""
+is trained to pick the next item. Catalogues up to ``engines.neural.full_softmax_items`` (20,000) score every item
+that has training interactions at each step: exact, and affordable (one positions × items product, as the
+transformer's loss). Larger catalogues use the batch's distinct target items plus uniform negatives; in-batch
+candidates are drawn by popularity, which would teach the model to push popular items down, so log q (the item's
+chance of being a candidate in this batch) is subtracted from its logit (Yi et al., RecSys 2019)."""
 
 from __future__ import annotations
 
