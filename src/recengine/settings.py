@@ -169,6 +169,10 @@ class TrainingSettings(_Section):
     experiment: str = "recengine"
     wandb: bool = False
 
+    def with_overrides(self, **values: Any) -> TrainingSettings:
+        """A copy with an engine's own overrides applied; ``None`` means "keep the training value"."""
+        return self.model_copy(update={k: v for k, v in values.items() if v is not None})
+
 
 class ServingSettings(_Section):
     host: str = "127.0.0.1"

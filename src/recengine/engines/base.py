@@ -123,6 +123,12 @@ def use_threads(n: int | None) -> None:
         faiss.omp_set_num_threads(n)
 
 
+def stored_threads(section: Any) -> int | None:
+    """``inference_threads`` from an artifact's saved engine settings (config.json), if it holds a usable one."""
+    value = section.get("inference_threads") if isinstance(section, dict) else None
+    return int(value) if isinstance(value, int | float) and value >= 1 else None
+
+
 def topk(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of each row as numpy arrays; -inf entries come back as index 0."""
     k = max(0, min(int(k), scores.shape[1] - 1))

@@ -25,7 +25,7 @@ import torch
 
 from recengine.data.dataset import TRAIN, Dataset, IdMap, ItemCatalog
 from recengine.engines.artifact import read_artifact, require, write_artifact
-from recengine.engines.base import Engine, use_threads
+from recengine.engines.base import Engine, stored_threads, use_threads
 from recengine.engines.index import ExactIndex, VectorIndex, build_index, recall_at_k
 from recengine.engines.neural.features import FeatureVocab, parse_new_items
 from recengine.engines.neural.model import ItemInputs, TwoTower, TwoTowerConfig, pad_right
@@ -94,8 +94,7 @@ class NeuralEngine(Engine):
 
         config = config or NeuralSettings()
         training = training or TrainingSettings()
-        if config.patience is not None:
-            training = training.model_copy(update={"patience": config.patience})
+        training = training.with_overrides(patience=config.patience)
         counts = dataset.item_counts(max_split=TRAIN)
         if counts.sum() == 0:
             raise DataError("neural: the training split is empty")
@@ -282,7 +281,6 @@ class NeuralEngine(Engine):
             "model": self.model.cfg.to_dict(),
             "features": self.vocab.to_dict(),
             "ann": {"threshold": self.ann_threshold, "kind": self.ann_kind},
-            "inference_threads": self.inference_threads,
         }
         return write_artifact(path, self.name, tensors, config, self.items, self.metrics)
 
@@ -310,12 +308,8 @@ class NeuralEngine(Engine):
             has_id=has_id,
             ann_threshold=int(ann.get("threshold", 50_000)),
             ann_kind=str(ann.get("kind", "ivf")),
-            inference_threads=_optional_int(art.config.get("inference_threads")),
+            inference_threads=stored_threads(art.config.get("hyper_parameters")),
             items=art.items,
             config=art.config,
             metrics=art.metrics,
         )
-
-
-def _optional_int(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) and value >= 1 else None

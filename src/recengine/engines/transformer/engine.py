@@ -22,7 +22,7 @@ import torch
 
 from recengine.data.dataset import TRAIN, Dataset
 from recengine.engines.artifact import read_artifact, require, write_artifact
-from recengine.engines.base import Engine, use_threads
+from recengine.engines.base import Engine, stored_threads, use_threads
 from recengine.engines.transformer.model import SASRec, SASRecConfig, pad_histories
 from recengine.errors import ArtifactError, DataError, NoHistory
 from recengine.settings import TrainingSettings, TransformerSettings
@@ -81,8 +81,7 @@ class TransformerEngine(Engine):
         if dataset.n_items == 0:
             raise DataError("transformer: the data set has no items")
         max_len = resolve_max_len(config, dataset)
-        engine_overrides = {"lr": config.lr, "warmup_steps": config.warmup_steps, "patience": config.patience}
-        training = training.model_copy(update={k: v for k, v in engine_overrides.items() if v is not None})
+        training = training.with_overrides(lr=config.lr, warmup_steps=config.warmup_steps, patience=config.patience)
         model_config = SASRecConfig(
             n_items=dataset.n_items,
             max_len=max_len,
@@ -232,11 +231,9 @@ class TransformerEngine(Engine):
             raise ArtifactError(f"{path}: weights.safetensors has unexpected tensors {unexpected}")
         state = {name: require(art, name, tuple(t.shape)) for name, t in expected.items()}
         model.load_state_dict(state, strict=True)
-        settings = art.config.get("settings") or {}
-        threads = settings.get("inference_threads") if isinstance(settings, dict) else None
         return cls(
             model,
-            inference_threads=int(threads) if threads else None,
+            inference_threads=stored_threads(art.config.get("settings")),
             items=art.items,
             config=art.config,
             metrics=art.metrics,
