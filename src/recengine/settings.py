@@ -74,8 +74,9 @@ class TransformerSettings(_Section):
     dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
     """On embeddings and residual branches. SASRec's paper uses 0.5 on every sparse data set and 0.2 only on
     the densest; early stopping cannot undo overfitting, longer training does undo underfitting."""
-    block: Literal["pre_ln", "gated"] = "pre_ln"
-    """Transformer block: plain pre-LayerNorm, or gated residuals with a SwiGLU MLP (LiGR-style, as in eSASRec)."""
+    block: Literal["pre_ln", "post_ln", "gated"] = "pre_ln"
+    """Transformer block: plain pre-LayerNorm; post-LayerNorm with a LayerNorm over the input embeddings (BERT's
+    and RecBole's layout); or pre-LN with gated residuals and a SwiGLU MLP (LiGR-style, as in eSASRec)."""
     attn_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     """On the attention weights (SASRec and RecBole use the same rate as ``dropout``)."""
     lr: float | None = Field(default=None, gt=0.0, le=1.0)
@@ -86,11 +87,23 @@ class TransformerSettings(_Section):
     patience: int | None = Field(default=10, ge=1, le=1000)
     """Overrides training.patience for this engine (None = use training.patience): validation NDCG@10 over a few
     thousand users moves by ±0.005 from noise alone, and 5 flat epochs stopped runs that were still improving."""
+    batch_size: int | None = Field(default=None, ge=1, le=65_536)
+    """Overrides training.batch_size for this engine (None = use training.batch_size)."""
+    batch_tokens: int | None = Field(default=None, ge=1)
+    """Overrides training.batch_tokens for this engine (None = use training.batch_tokens)."""
+    batching: Literal["by_length", "random"] | None = None
+    """Overrides training.batching for this engine (None = use training.batching)."""
+    average_epochs: float | None = Field(default=None, gt=0, le=1000)
+    """Overrides training.average_epochs for this engine (None = use training.average_epochs)."""
     positions: Literal["from_oldest", "from_newest"] = "from_oldest"
     """Learned positions counted from the oldest kept item, or back from the newest one."""
     loss: Literal["ce", "sampled_softmax", "bce"] = "ce"
     n_negatives: int = Field(default=256, ge=1, le=100_000)
     """Negatives per step for the sampled losses."""
+    ahead: int = Field(default=1, ge=1, le=20)
+    """Train each position to predict the next ``ahead`` items, not the next one only (needs loss "ce"): the j-th
+    item ahead has weight ``ahead_decay ** (j - 1)`` in the position's target distribution."""
+    ahead_decay: float = Field(default=0.5, gt=0.0, le=1.0)
     inference_threads: int = Field(default=1, ge=1, le=64)
 
     @field_validator("max_len")
@@ -99,6 +112,12 @@ class TransformerSettings(_Section):
         if isinstance(v, int) and not 2 <= v <= 512:
             raise ValueError('must be between 2 and 512, or "auto"')
         return v
+
+    @model_validator(mode="after")
+    def _ahead_needs_full_softmax(self) -> TransformerSettings:
+        if self.ahead > 1 and self.loss != "ce":
+            raise ValueError(f'ahead = {self.ahead} needs loss = "ce" (the full softmax), not {self.loss!r}')
+        return self
 
 
 class NeuralSettings(_Section):
@@ -144,6 +163,9 @@ class TrainingSettings(_Section):
     batch_size: int = Field(default=128, ge=1, le=65_536)
     batch_tokens: int | None = Field(default=2048, ge=1)
     """Sequence models: a batch also closes at this many (padded) positions, so long histories make more steps."""
+    batching: Literal["by_length", "random"] = "by_length"
+    """Sequence models: batches of similar-length histories (least padding), or drawn from every length at once
+    (each step an unbiased sample of the training targets)."""
     lr: float = Field(default=1e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
     lr_schedule: Literal["constant", "cosine", "plateau"] = "constant"
@@ -151,6 +173,9 @@ class TrainingSettings(_Section):
     whenever validation NDCG@10 has not improved for ``plateau_patience`` epochs (needs no epoch budget)."""
     plateau_patience: int = Field(default=3, ge=1, le=1000)
     plateau_factor: float = Field(default=0.3, gt=0.0, lt=1.0)
+    average_epochs: float | None = Field(default=None, gt=0, le=1000)
+    """Validate, select and export an exponential moving average of the weights over about this many epochs
+    (None = the raw weights)."""
     warmup_steps: int = Field(default=0, ge=0)
     grad_clip: float = Field(default=1.0, ge=0.0)
     patience: int = Field(default=5, ge=1, le=1000)

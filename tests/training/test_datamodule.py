@@ -1,4 +1,4 @@
-"""Training windows and length-bucketed batches."""
+"""Training windows and their batches (by length or at random, under a token budget)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recengine.data.dataset import TRAIN, Dataset
-from recengine.training.datamodule import LengthBucketSampler, SequenceDataModule, SequenceExamples, collate, windows
+from recengine.training.datamodule import SequenceDataModule, SequenceExamples, TokenBudgetSampler, collate, windows
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 11, 12, 25])
@@ -38,7 +38,7 @@ def test_collate_right_pads() -> None:
 
 def test_sampler_visits_every_example_once_per_epoch_in_a_new_order() -> None:
     lengths = np.random.default_rng(0).integers(1, 50, size=1000)
-    sampler = LengthBucketSampler(lengths, batch_size=32, seed=3)
+    sampler = TokenBudgetSampler(lengths, batch_size=32, seed=3)
     first, second = list(sampler), list(sampler)
     for epoch in (first, second):
         assert sorted(i for b in epoch for i in b) == list(range(1000))
@@ -51,7 +51,7 @@ def test_sampler_visits_every_example_once_per_epoch_in_a_new_order() -> None:
 
 def test_sampler_gives_ranks_disjoint_equal_shares() -> None:
     lengths = np.ones(330, dtype=np.int64)
-    shards = [list(LengthBucketSampler(lengths, 32, seed=1, rank=r, world_size=3)) for r in range(3)]
+    shards = [list(TokenBudgetSampler(lengths, 32, seed=1, rank=r, world_size=3)) for r in range(3)]
     assert len({len(s) for s in shards}) == 1
     seen = [i for s in shards for b in s for i in b]
     assert len(seen) == len(set(seen))
@@ -66,7 +66,7 @@ def test_datamodule_batches(small_dataset: Dataset) -> None:
 
 def test_token_budget_caps_padded_positions_per_batch() -> None:
     lengths = np.concatenate([np.full(200, 3), np.full(50, 200)])
-    sampler = LengthBucketSampler(lengths, batch_size=64, seed=0, batch_tokens=1000)
+    sampler = TokenBudgetSampler(lengths, batch_size=64, seed=0, batch_tokens=1000)
     batches = list(sampler)
     assert sorted(i for b in batches for i in b) == list(range(250))
     assert all(len(b) * lengths[b].max() <= 1000 or len(b) == 1 for b in batches)
@@ -75,3 +75,15 @@ def test_token_budget_caps_padded_positions_per_batch() -> None:
     assert max(len(b) for b in batches if lengths[b].max() == 200) == 5
     assert max(len(b) for b in batches if lengths[b].max() == 3) == 64
     assert len(sampler) == len(list(sampler))
+
+
+def test_random_batches_mix_every_length_and_keep_the_budgets() -> None:
+    lengths = np.concatenate([np.full(500, 2), np.full(500, 20)])
+    sampler = TokenBudgetSampler(lengths, batch_size=40, seed=0, batch_tokens=400, by_length=False)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert all(len(b) <= 40 and (len(b) * lengths[b].max() <= 400 or len(b) == 1) for b in batches)
+    # Unlike length buckets, most batches hold both short and long windows.
+    mixed = [b for b in batches if len(set(lengths[b].tolist())) == 2]
+    assert len(mixed) > 0.8 * len(batches)
+    assert list(sampler) != batches  # a new order every epoch

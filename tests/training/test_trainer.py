@@ -157,3 +157,47 @@ def test_plateau_schedule_cuts_the_rate_after_flat_epochs(
     # Without the plateau schedule the rate never moves.
     trainer = build_trainer(training.model_copy(update={"lr_schedule": "constant"}), tmp_path, callbacks=[validation])
     assert not [c for c in trainer.callbacks if type(c).__name__ == "PlateauDecay"]
+
+
+class Climb(L.LightningModule):
+    """SGD on loss = -w with lr 1: the raw weight after step s is exactly s."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return -self.w.sum()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=1.0)
+
+
+def test_weight_average_is_what_epochs_end_with_and_training_resumes_from_raw(tmp_path: Path) -> None:
+    seen: list[tuple[str, float]] = []
+
+    class Record(L.Callback):
+        def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            seen.append(("start", float(pl_module.w.detach())))
+
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            seen.append(("end", float(pl_module.w.detach())))
+
+    training = TrainingSettings(epochs=3, average_epochs=1.0, grad_clip=0.0, accelerator="cpu", devices=1)
+    trainer = build_trainer(training, tmp_path, callbacks=[Record()])
+    module = Climb()
+    trainer.fit(module, train_dataloaders=DataLoader(TensorDataset(torch.ones(40, 1)), batch_size=4))  # 10 steps
+
+    # The same average computed by hand: decay 1 - 1/(1 epoch × 10 steps), faster at first.
+    average, expected_ends = 0.0, []
+    for step in range(1, 31):
+        decay = min(0.9, (1.0 + step) / (10.0 + step))
+        average = decay * average + (1 - decay) * step
+        if step % 10 == 0:
+            expected_ends.append(average)
+    ends = [w for kind, w in seen if kind == "end"]
+    starts = [w for kind, w in seen if kind == "start"]
+    assert ends == pytest.approx(expected_ends, rel=1e-5)
+    assert starts == pytest.approx([0.0, 10.0, 20.0])  # each epoch trains on from the raw weights
+    assert float(module.w.detach()) == pytest.approx(expected_ends[-1], rel=1e-5)  # training ends on the average
+    assert all(end < raw for end, raw in zip(ends, [10, 20, 30], strict=True))

@@ -4,8 +4,9 @@ One user's training sequence is one example with a target at every position (inp
 not one example per prefix: the model sees every position in one pass. A sequence longer than ``max_len + 1`` is cut
 from the newest end into consecutive windows, so every training interaction is a target exactly once.
 
-Batches group sequences of similar length (sorted with a random jitter, then shuffled batch by batch): on data where
-most users have a handful of items, padding every batch to ``max_len`` would spend most of the compute on padding.
+Batches close at a number of sequences or of padded positions. They either group sequences of similar length (sorted
+with a random jitter, then shuffled batch by batch: on data where most users have a handful of items, padding every
+batch to ``max_len`` would spend most of the compute on padding) or mix every length (an unbiased sample per step).
 """
 
 from __future__ import annotations
@@ -71,12 +72,17 @@ def collate(batch: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, t
     return torch.from_numpy(seqs), torch.from_numpy(tgts)
 
 
-class LengthBucketSampler(Sampler[list[int]]):
-    """Batches of similar-length examples, in a new random order each epoch; ranks take disjoint batches.
+class TokenBudgetSampler(Sampler[list[int]]):
+    """Batches of training windows in a new random order each epoch; ranks take disjoint batches.
 
     A batch closes at ``batch_size`` sequences or ``batch_tokens`` padded positions, whichever comes first (as
     translation models batch by tokens): long-history data then gets as many optimiser steps per epoch as
     short-history data, instead of a handful of huge batches.
+
+    ``by_length=True`` groups windows of similar length (sorted with a random jitter, then batches shuffled), so
+    little compute goes to padding; ``False`` draws each batch from the whole shuffled set, so every batch mixes
+    users of every history length: an unbiased sample of the training targets, at the cost of padding short
+    windows to the batch's longest one.
     """
 
     def __init__(
@@ -87,10 +93,12 @@ class LengthBucketSampler(Sampler[list[int]]):
         rank: int = 0,
         world_size: int = 1,
         batch_tokens: int | None = None,
+        by_length: bool = True,
     ) -> None:
         self.lengths = lengths
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens
+        self.by_length = by_length
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
@@ -116,9 +124,12 @@ class LengthBucketSampler(Sampler[list[int]]):
         if self._cache is not None and self._cache[0] == self.epoch:
             return self._cache[1]
         rng = np.random.default_rng((self.seed, self.epoch))
-        # Jitter of ±25 % keeps batch composition random while lengths within a batch stay close.
-        keys = self.lengths * rng.uniform(0.75, 1.25, size=self.lengths.shape[0])
-        batches = self._pack(np.argsort(keys, kind="stable"))
+        if self.by_length:
+            # Jitter of ±25 % keeps batch composition random while lengths within a batch stay close.
+            keys = self.lengths * rng.uniform(0.75, 1.25, size=self.lengths.shape[0])
+            batches = self._pack(np.argsort(keys, kind="stable"))
+        else:
+            batches = self._pack(rng.permutation(self.lengths.shape[0]))
         batches = [batches[i] for i in rng.permutation(len(batches))]
         # Every rank must run the same number of steps under DDP.
         per_rank = len(batches) // self.world_size
@@ -139,23 +150,30 @@ class SequenceDataModule(L.LightningDataModule):
     """Training windows from the data set's train split; validation is done by a callback on the full ranking."""
 
     def __init__(
-        self, dataset: RecDataset, max_len: int, batch_size: int, seed: int = 0, batch_tokens: int | None = None
+        self,
+        dataset: RecDataset,
+        max_len: int,
+        batch_size: int,
+        seed: int = 0,
+        batch_tokens: int | None = None,
+        by_length: bool = True,
     ) -> None:
         super().__init__()
         self.dataset = dataset
         self.max_len = max_len
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens
+        self.by_length = by_length
         self.seed = seed
         self.examples = SequenceExamples(dataset.sequences(max_split=TRAIN), max_len)
-        self._sampler: LengthBucketSampler | None = None
+        self._sampler: TokenBudgetSampler | None = None
 
     def train_dataloader(self) -> DataLoader[Any]:
         rank, world = 0, 1
         if self.trainer is not None:
             rank, world = self.trainer.global_rank, self.trainer.world_size
         if self._sampler is None or (self._sampler.rank, self._sampler.world_size) != (rank, world):
-            self._sampler = LengthBucketSampler(
-                self.examples.lengths, self.batch_size, self.seed, rank, world, self.batch_tokens
+            self._sampler = TokenBudgetSampler(
+                self.examples.lengths, self.batch_size, self.seed, rank, world, self.batch_tokens, self.by_length
             )
         return DataLoader(self.examples, batch_sampler=self._sampler, collate_fn=collate, num_workers=0)

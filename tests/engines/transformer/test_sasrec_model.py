@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from recengine.engines.transformer.model import SASRec, SASRecConfig, pad_histories
+from recengine.engines.transformer.model import SASRec, SASRecConfig, full_softmax_ce, pad_histories, targets_ahead
 
 
 def make_model(n_items: int = 50, max_len: int = 12, dropout: float = 0.0, **kw: Any) -> SASRec:
@@ -37,7 +37,8 @@ def test_shapes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("positions", "block"), [("from_oldest", "pre_ln"), ("from_newest", "pre_ln"), ("from_oldest", "gated")]
+    ("positions", "block"),
+    [("from_oldest", "pre_ln"), ("from_newest", "pre_ln"), ("from_oldest", "gated"), ("from_oldest", "post_ln")],
 )
 def test_later_items_do_not_change_earlier_outputs(positions: str, block: str) -> None:
     model = make_model(positions=positions, block=block).eval()
@@ -50,9 +51,11 @@ def test_later_items_do_not_change_earlier_outputs(positions: str, block: str) -
     assert not torch.allclose(a[:, 6:], b[:, 6:])
 
 
-@pytest.mark.parametrize("positions", ["from_oldest", "from_newest"])
-def test_right_padding_does_not_change_scores(positions: str) -> None:
-    model = make_model(positions=positions).eval()
+@pytest.mark.parametrize(
+    ("positions", "block"), [("from_oldest", "pre_ln"), ("from_newest", "pre_ln"), ("from_oldest", "post_ln")]
+)
+def test_right_padding_does_not_change_scores(positions: str, block: str) -> None:
+    model = make_model(positions=positions, block=block).eval()
     histories = [np.array([3, 4, 5, 6, 7]), np.array([9, 2])]
     seqs, lengths = pad_histories(histories, max_len=12)
     assert seqs.tolist() == [[3, 4, 5, 6, 7], [9, 2, 0, 0, 0]] and lengths.tolist() == [5, 2]
@@ -78,7 +81,8 @@ def test_heads_must_divide_width() -> None:
 
 
 @pytest.mark.parametrize(
-    ("loss", "block"), [("ce", "pre_ln"), ("sampled_softmax", "pre_ln"), ("bce", "pre_ln"), ("ce", "gated")]
+    ("loss", "block"),
+    [("ce", "pre_ln"), ("sampled_softmax", "pre_ln"), ("bce", "pre_ln"), ("ce", "gated"), ("ce", "post_ln")],
 )
 def test_loss_decreases_on_a_tiny_set(loss: str, block: str) -> None:
     # A deterministic cycle 1 → 2 → … → 20 → 1: any working loss learns it within a few dozen steps.
@@ -124,3 +128,70 @@ def test_positions_from_newest_put_the_last_item_at_zero() -> None:
         oldest = model.encode(torch.tensor([[7, 4, 3, 0]]))[0, 0]
     torch.testing.assert_close(alone, newest)
     assert not torch.allclose(alone, oldest)
+
+
+@pytest.mark.parametrize("rows", [1, 63, 64, 65, 200])
+def test_full_softmax_ce_equals_cross_entropy_over_every_item(rows: int) -> None:
+    # Row counts around the 64-row block size: the blocked softmax must not drop or double a row.
+    torch.manual_seed(rows)
+    h = torch.randn(rows, 16, requires_grad=True)
+    w = torch.randn(301, 16, requires_grad=True)
+    y = torch.randint(1, 301, (rows,))
+    ours = full_softmax_ce(h, w, y)
+    g_ours = torch.autograd.grad(2.5 * ours, (h, w))
+    ref = torch.nn.functional.cross_entropy(h @ w[1:].T, y - 1)
+    g_ref = torch.autograd.grad(2.5 * ref, (h, w))
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(g_ours[0], g_ref[0])
+    torch.testing.assert_close(g_ours[1], g_ref[1])
+    assert float(g_ours[1][0].abs().sum()) == 0.0  # padding is never a class
+
+
+def test_full_softmax_ce_refuses_a_second_backward_instead_of_a_wrong_one() -> None:
+    h = torch.randn(4, 8, requires_grad=True)
+    w = torch.randn(11, 8, requires_grad=True)
+    loss = full_softmax_ce(h, w, torch.tensor([1, 2, 3, 10]))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_post_ln_normalises_every_position() -> None:
+    model = make_model(block="post_ln").eval()
+    with torch.no_grad():
+        h = model.encode(torch.randint(1, 51, (3, 9)))
+    # The last block ends in a LayerNorm (weight 1, bias 0 at init): zero mean, unit variance per position.
+    torch.testing.assert_close(h.mean(-1), torch.zeros(3, 9), atol=1e-5, rtol=0)
+    torch.testing.assert_close(h.var(-1, unbiased=False), torch.ones(3, 9), atol=1e-3, rtol=0)
+
+
+def test_targets_ahead_weights_the_next_items_and_drops_missing_ones() -> None:
+    targets = torch.tensor([[2, 3, 4, 0], [5, 6, 0, 0]])
+    ahead, share = targets_ahead(targets, targets > 0, k=3, decay=0.5)
+    assert ahead.tolist() == [[2, 3, 4], [3, 4, 1], [4, 1, 1], [5, 6, 1], [6, 1, 1]]
+    torch.testing.assert_close(share[0], torch.tensor([4 / 7, 2 / 7, 1 / 7]))
+    torch.testing.assert_close(share[1], torch.tensor([2 / 3, 1 / 3, 0.0]))  # one item left in the window
+    torch.testing.assert_close(share[2], torch.tensor([1.0, 0.0, 0.0]))
+    torch.testing.assert_close(share.sum(1), torch.ones(5))
+
+
+def test_full_softmax_ce_against_a_target_distribution() -> None:
+    torch.manual_seed(0)
+    h = torch.randn(70, 8, requires_grad=True)
+    w = torch.randn(41, 8, requires_grad=True)
+    y = torch.randint(1, 41, (70, 3))
+    y[5] = torch.tensor([7, 7, 9])  # the same item twice in one row: both shares count
+    share = torch.softmax(torch.randn(70, 3), dim=1)
+    ours = full_softmax_ce(h, w, y, share)
+    g_ours = torch.autograd.grad(ours, (h, w))
+    ref = -(share * torch.log_softmax(h @ w[1:].T, 1).gather(1, y - 1)).sum(1).mean()
+    g_ref = torch.autograd.grad(ref, (h, w))
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(g_ours[0], g_ref[0])
+    torch.testing.assert_close(g_ours[1], g_ref[1])
+
+
+def test_predicting_ahead_is_refused_without_the_full_softmax() -> None:
+    seqs = torch.tensor([[1, 2, 3]])
+    with pytest.raises(ValueError, match="full softmax"):
+        make_model().loss(seqs, seqs + 1, kind="bce", ahead=2)

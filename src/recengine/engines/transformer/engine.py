@@ -81,7 +81,15 @@ class TransformerEngine(Engine):
         if dataset.n_items == 0:
             raise DataError("transformer: the data set has no items")
         max_len = resolve_max_len(config, dataset)
-        training = training.with_overrides(lr=config.lr, warmup_steps=config.warmup_steps, patience=config.patience)
+        training = training.with_overrides(
+            lr=config.lr,
+            warmup_steps=config.warmup_steps,
+            patience=config.patience,
+            batch_size=config.batch_size,
+            batch_tokens=config.batch_tokens,
+            batching=config.batching,
+            average_epochs=config.average_epochs,
+        )
         model_config = SASRecConfig(
             n_items=dataset.n_items,
             max_len=max_len,
@@ -100,6 +108,7 @@ class TransformerEngine(Engine):
             batch_size=training.batch_size,
             seed=training.seed,
             batch_tokens=training.batch_tokens,
+            by_length=training.batching == "by_length",
         )
         if len(data.examples) == 0:
             raise DataError("transformer: no user has two or more training interactions to learn from")

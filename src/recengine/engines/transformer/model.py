@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 Loss = Literal["ce", "sampled_softmax", "bce"]
 
@@ -33,9 +34,10 @@ class SASRecConfig:
     dropout: float = 0.2
     attn_dropout: float = 0.0  # on the attention weights
     d_ff: int | None = None  # None → 4 · d_model
-    block: Literal["pre_ln", "gated"] = "pre_ln"
-    """"gated": each residual branch is scaled by a sigmoid gate computed from the block's input, and the MLP is a
-    SwiGLU (LiGR-style layers, as in eSASRec); "pre_ln": the plain pre-LayerNorm block."""
+    block: Literal["pre_ln", "post_ln", "gated"] = "pre_ln"
+    """"pre_ln": LayerNorm before each branch, one after the last block; "post_ln": LayerNorm after each residual
+    sum and over the input embeddings (BERT's, and RecBole's SASRec, layout); "gated": pre-LN with each branch scaled
+    by a sigmoid gate computed from the block's input and a SwiGLU MLP (LiGR-style layers, as in eSASRec)."""
     positions: Literal["from_oldest", "from_newest"] = "from_oldest"
     """Count positions from the oldest kept item, or back from the newest (the item being extended is always at
     position 0, as with SASRec's left padding)."""
@@ -66,8 +68,10 @@ class SwiGLU(nn.Module):
 class Block(nn.Module):
     """Pre-LN transformer block: x + attn(LN(x)), then x + mlp(LN(x)). Pre-LN trains stably without warm-up tricks.
 
-    With ``block="gated"`` each branch is multiplied by sigmoid(x G) before it is added back, so the block learns
-    how much of each branch to let through per position and channel.
+    With ``block="post_ln"``: LN(x + attn(x)), then LN(x + mlp(x)); every block's output, the last one's included,
+    has unit scale per position, which the tied output embeddings then score. With ``block="gated"`` each pre-LN
+    branch is multiplied by sigmoid(x G) before it is added back, so the block learns how much of each branch to
+    let through per position and channel.
     """
 
     def __init__(self, c: SASRecConfig) -> None:
@@ -76,6 +80,7 @@ class Block(nn.Module):
             raise ValueError(f"d_model ({c.d_model}) must be a multiple of n_heads ({c.n_heads})")
         self.n_heads = c.n_heads
         self.attn_dropout = c.attn_dropout
+        self.post_ln = c.block == "post_ln"
         self.ln1 = nn.LayerNorm(c.d_model)
         self.qkv = nn.Linear(c.d_model, 3 * c.d_model)
         self.proj = nn.Linear(c.d_model, c.d_model)
@@ -95,13 +100,17 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)  # (B, T, d) each
+        q, k, v = self.qkv(x if self.post_ln else self.ln1(x)).split(d, dim=2)  # (B, T, d) each
         q, k, v = (z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v))  # (B, h, T, d/h)
         # Dropout on the attention weights makes PyTorch use a kernel that materialises (B, h, T, T): cheap for
         # short windows, which is where the sparse data that needs it live.
         p = self.attn_dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, h, T, d/h)
         y = self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, t, d)))
+        if self.post_ln:
+            x = self.ln1(x + y)
+            out_post: torch.Tensor = self.ln2(x + self.mlp(x))
+            return out_post
         x = x + (y if self.gate1 is None else torch.sigmoid(self.gate1(x)) * y)
         m = self.mlp(self.ln2(x))
         out: torch.Tensor = x + (m if self.gate2 is None else torch.sigmoid(self.gate2(x)) * m)
@@ -116,7 +125,9 @@ class SASRec(nn.Module):
         self.pos_emb = nn.Embedding(c.max_len, c.d_model)
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
-        self.ln_f = nn.LayerNorm(c.d_model)
+        # Post-LN normalises the summed input embeddings and ends normalised; pre-LN needs one LayerNorm at the end.
+        self.ln_in: nn.Module = nn.LayerNorm(c.d_model) if c.block == "post_ln" else nn.Identity()
+        self.ln_f: nn.Module = nn.Identity() if c.block == "post_ln" else nn.LayerNorm(c.d_model)
         self.apply(self._init)
 
     @staticmethod
@@ -143,9 +154,10 @@ class SASRec(nn.Module):
             # Right-padded: the last real item gets 0. Padding slots clamp to 0; causality keeps them unseen.
             lengths = (seqs > 0).sum(1, keepdim=True)  # (B, 1)
             pos = (lengths - 1 - pos).clamp(min=0)  # (B, T)
-        # sqrt(d) scaling keeps item embeddings (std 0.02) from being drowned by positions at the start.
-        x = self.item_emb(seqs) * math.sqrt(self.config.d_model) + self.pos_emb(pos)  # (B, T, d)
-        x = self.drop(x)
+        # Pre-LN: sqrt(d) scaling keeps item embeddings (std 0.02) from being drowned by positions at the start.
+        # Post-LN: the input LayerNorm sets the scale, items and positions enter with equal weight.
+        scale = 1.0 if self.config.block == "post_ln" else math.sqrt(self.config.d_model)
+        x = self.drop(self.ln_in(self.item_emb(seqs) * scale + self.pos_emb(pos)))  # (B, T, d)
         for block in self.blocks:
             x = block(x)
         out: torch.Tensor = self.ln_f(x)  # (B, T, d)
@@ -159,11 +171,15 @@ class SASRec(nn.Module):
         kind: Loss = "ce",
         n_negatives: int = 256,
         sampling_probs: torch.Tensor | None = None,
+        ahead: int = 1,
+        ahead_decay: float = 0.5,
     ) -> torch.Tensor:
         """Mean next-item loss over every non-padded position of (B, T) inputs with (B, T) targets (0 = none).
 
         Logits are computed only where a target exists: on short-sequence data most of B × T is padding, and the
-        (positions × N) product is the most expensive step of training.
+        (positions × N) product is the most expensive step of training. With ``ahead`` > 1 (``ce`` only) each
+        position's target is a distribution over the next ``ahead`` items (see :func:`targets_ahead`): the softmax
+        is the same, so it costs no more.
         """
         h = self.encode(seqs)  # (B, T, d)
         where = targets > 0  # (B, T)
@@ -171,8 +187,11 @@ class SASRec(nn.Module):
         y = targets[where]  # (P,)
         w = self.item_emb.weight  # (N + 1, d), tied
         if kind == "ce":
-            logits = h @ w[1:].T  # (P, N): padding is never a class
-            return F.cross_entropy(logits, y - 1)
+            if ahead > 1:
+                return full_softmax_ce(h, w, *targets_ahead(targets, where, ahead, ahead_decay))
+            return full_softmax_ce(h, w, y)
+        if ahead > 1:
+            raise ValueError(f"predicting {ahead} items ahead needs the full softmax (loss 'ce'), not {kind!r}")
         if kind == "sampled_softmax":
             return self._sampled_softmax(h, y, w, n_negatives, sampling_probs)
         if kind == "bce":
@@ -217,6 +236,89 @@ class SASRec(nn.Module):
         s = self.last_hidden(seqs, lengths) @ self.item_emb.weight.T  # (B, N + 1)
         s[:, 0] = float("-inf")
         return s
+
+
+class _FullSoftmaxCE(torch.autograd.Function):
+    """Mean softmax cross-entropy of ``h @ w[1:].T`` against weighted targets, with one (P, N) buffer instead of four.
+
+    ``F.cross_entropy`` over a matrix product keeps the logits and the log-probabilities and, in backward, writes a
+    one-hot gradient and the logits' gradient: four passes over (P, N) memory, which on a CPU cost more than the
+    product itself. Here the softmax is taken block by block while a block of rows is still in cache, the
+    probabilities overwrite the logits in place, and backward turns them into the gradient (p - targets) in place.
+    """
+
+    ROWS = 64  # rows per block: 64 × N floats stay in L2/L3 for catalogues up to ~100k items
+
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
+        # h (P, d) states; w (N + 1, d) item table, row 0 = padding, never a class; y (P, K) items in 1..N with
+        # share (P, K) their weights, each row summing to 1 (a target distribution over K items).
+        items = w[1:]  # (N, d)
+        rows = _FullSoftmaxCE.ROWS
+        probs = torch.empty((h.shape[0], items.shape[0]), dtype=h.dtype, device=h.device)  # (P, N)
+        log_z = torch.empty(h.shape[0], dtype=h.dtype, device=h.device)  # (P,)
+        for s in range(0, h.shape[0], rows):
+            block = torch.mm(h[s : s + rows], items.T, out=probs[s : s + rows])
+            top = block.amax(1, keepdim=True)
+            total = block.sub_(top).exp_().sum(1, keepdim=True)
+            block.div_(total)
+            log_z[s : s + rows] = (total.log_() + top).squeeze(1)
+        target_logit = (share * torch.einsum("pd,pkd->pk", h, w[y])).sum(1)  # (P,)
+        ctx.save_for_backward(h, w, y, share, probs)
+        return (log_z - target_logit).mean()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
+        h, w, y, share, probs = ctx.saved_tensors
+        # d(mean CE)/d(logits) = (softmax - targets) / P, built in the saved buffer: a second backward through the
+        # same graph (retain_graph) is refused by autograd's version check rather than computed wrong.
+        rows = torch.arange(h.shape[0], device=h.device).unsqueeze(1).expand_as(y)
+        probs.index_put_((rows.reshape(-1), y.reshape(-1) - 1), -share.reshape(-1), accumulate=True)
+        scale = grad / h.shape[0]
+        grad_h = torch.mm(probs, w[1:]) * scale  # (P, d)
+        grad_w = torch.zeros_like(w)
+        torch.mm(probs.T, h, out=grad_w[1:])
+        grad_w[1:] *= scale
+        return grad_h, grad_w, None, None
+
+
+def full_softmax_ce(
+    h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, share: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean softmax cross-entropy over every item: (P, d) states, (N + 1, d) tied table, targets in 1..N.
+
+    ``y`` is (P,) — one target per row, equal to ``F.cross_entropy(h @ w[1:].T, y - 1)`` — or (P, K) with ``share``
+    (P, K) weights summing to 1 per row: the loss against that target distribution. Under autocast the plain form
+    is used, so the product runs in the autocast dtype.
+    """
+    if y.dim() == 1:
+        y = y.unsqueeze(1)
+    if share is None:
+        share = torch.ones(y.shape, dtype=h.dtype, device=h.device)
+    if torch.is_autocast_enabled(h.device.type):
+        logp = F.log_softmax(h @ w[1:].T, dim=1)  # (P, N)
+        return -(share * logp.gather(1, y - 1)).sum(1).mean()
+    out: torch.Tensor = _FullSoftmaxCE.apply(h, w, y, share.to(h.dtype))  # type: ignore[no-untyped-call]
+    return out
+
+
+def targets_ahead(
+    targets: torch.Tensor, where: torch.Tensor, k: int, decay: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next ``k`` items after each target position and their weights: (B, T) targets → (P, k), (P, k).
+
+    Column j holds the item j + 1 steps after the position's input (column 0 is the target itself), weighted
+    ``decay ** j``; a missing item (past the end of the window) gets weight 0; each row is scaled to sum to 1.
+    """
+    cols = [targets]
+    for j in range(1, k):
+        later = torch.zeros_like(targets)
+        later[:, :-j] = targets[:, j:]
+        cols.append(later)
+    ahead = torch.stack(cols, dim=-1)[where]  # (P, k)
+    weight = (ahead > 0).to(torch.float32) * decay ** torch.arange(k, device=targets.device, dtype=torch.float32)
+    return ahead.clamp(min=1), weight / weight.sum(1, keepdim=True)
 
 
 def pad_histories(histories: Sequence[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:

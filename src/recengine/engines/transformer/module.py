@@ -49,6 +49,8 @@ class SASRecModule(L.LightningModule):
             kind=self.engine.loss,
             n_negatives=self.engine.n_negatives,
             sampling_probs=self._sampling_probs(),
+            ahead=self.engine.ahead,
+            ahead_decay=self.engine.ahead_decay,
         )
         self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=int((targets > 0).sum()))
         return loss
