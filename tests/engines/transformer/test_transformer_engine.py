@@ -141,9 +141,9 @@ def test_wrong_shape_is_refused(trained: Trained, tmp_path: Path) -> None:
 def test_missing_tensor_or_file_is_refused(trained: Trained, tmp_path: Path) -> None:
     path = trained.engine.save(tmp_path / "model")
     weights = load_file(str(path / "weights.safetensors"))
-    del weights["ln_f.weight"]
+    del weights["blocks.0.ln1.weight"]
     save_file(weights, str(path / "weights.safetensors"))
-    with pytest.raises(ArtifactError, match=r"ln_f\.weight"):
+    with pytest.raises(ArtifactError, match=r"blocks\.0\.ln1\.weight"):
         TransformerEngine.load(path)
     (path / "weights.safetensors").unlink()
     with pytest.raises(ArtifactError, match=r"missing weights\.safetensors"):
