@@ -244,7 +244,7 @@ class _FullSoftmaxCE(torch.autograd.Function):
     ``F.cross_entropy`` over a matrix product keeps the logits and the log-probabilities and, in backward, writes a
     one-hot gradient and the logits' gradient: four passes over (P, N) memory, which on a CPU cost more than the
     product itself. Here the softmax overwrites the logits in place and backward turns those probabilities into the
-    gradient (p - targets) in place: the loss step takes 15-25 % less time on Beauty (benchmarks/results/transformer.md).
+    gradient (p - targets) in place: a training step takes 15-25 % less time on Beauty (see transformer.md).
     """
 
     @staticmethod
