@@ -7,6 +7,7 @@ import the classes (``import reliability_harness as rh``).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import signal
@@ -254,7 +255,28 @@ async def run_load(
 
     ``timeline`` holds (seconds, action) pairs run in a worker thread at those offsets (kill Redis, flip a fault
     switch…). The client gives each request 3 s; no answer by then is recorded as status 0.
+
+    The generator must not add pauses of its own to the latencies it records: the test process holds a large heap
+    (torch, trained models, fixtures), and one full garbage collection of it stalled every request in flight by
+    150–330 ms, about 4 s into the first load run of a session. Freezing the heap first leaves the collector only
+    the objects this run creates.
     """
+    gc.collect()
+    gc.freeze()
+    try:
+        return await _run_load(base_url, make_request, seconds, rate, timeline, keep_body)
+    finally:
+        gc.unfreeze()
+
+
+async def _run_load(
+    base_url: str,
+    make_request: RequestFactory,
+    seconds: float,
+    rate: float,
+    timeline: Sequence[tuple[float, Callable[[], Any]]],
+    keep_body: Callable[[str], bool],
+) -> tuple[list[Sample], float]:
     samples: list[Sample] = []
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     async with httpx.AsyncClient(base_url=base_url, timeout=3.0, limits=limits) as client:
