@@ -166,6 +166,7 @@ def to_markdown(rows: list[dict[str, Any]], command: str) -> str:
         "peak_rss_mib",
         "latency_p50_ms",
         "latency_p99_ms",
+        "overrides",
     ]
     lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     for r in rows:
@@ -176,15 +177,15 @@ def to_markdown(rows: list[dict[str, Any]], command: str) -> str:
         "# Transformer engine — quality and cost",
         "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with several other engineers' jobs "
-        f"(load average 5–12 during these runs), torch {torch.__version__}",
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{os.getloadavg()[0]:.1f} load average (1 min) at the end of the run",
         f"- command: `{command}`",
-        "- configuration: the committed defaults (`TransformerSettings()`, `TrainingSettings()`); `num_threads=1` "
-        "because on an oversubscribed machine a second intra-op thread mostly spins",
+        "- configuration: the committed defaults (`TransformerSettings()`, `TrainingSettings()`) except the "
+        "`overrides` of each row (`--set`)",
         "- protocol: leave-one-out, full ranking over all items, history excluded (`recengine.evaluation`), test split",
         "- `s_per_epoch` is wall time per epoch including the per-epoch validation (10,000 users); it depends on how",
-        "  much CPU the other jobs left. `cpu_s_per_epoch` is this process's CPU time per epoch (one thread): the work",
-        "  itself, independent of the neighbours.",
+        "  much CPU other processes left. `cpu_s_per_epoch` is this process's CPU time per epoch, all threads: the",
+        "  work itself, independent of the neighbours.",
         "- `s_to_peer_valid_ndcg`: wall seconds of training until validation NDCG@10 first reached the peer's test",
         "  NDCG@10 (0.0561, RecBole SASRec); validation is the only split looked at during training.",
         "- latency: one `recommend(k=10)` for one history, single thread, 300 test users.",

@@ -74,10 +74,11 @@ class TransformerSettings(_Section):
     dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
     """On embeddings and residual branches. SASRec's paper uses 0.5 on every sparse data set and 0.2 only on
     the densest; early stopping cannot undo overfitting, longer training does undo underfitting."""
-    block: Literal["pre_ln", "post_ln", "gated"] = "post_ln"
-    """Transformer block: post-LayerNorm with a LayerNorm over the summed input embeddings (BERT's and RecBole's
-    layout; fine at the shallow depths next-item models use, where pre-LN's stability is not needed); plain
-    pre-LayerNorm; or pre-LN with gated residuals and a SwiGLU MLP (LiGR-style, as in eSASRec)."""
+    block: Literal["pre_ln", "post_ln", "gated"] = "pre_ln"
+    """Transformer block: pre-LayerNorm (a LayerNorm before each branch and one after the last block: stable at any
+    depth and learning rate without tuning the warm-up); post-LayerNorm with a LayerNorm over the summed input
+    embeddings (BERT's and RecBole's layout; on Beauty it ranked the same, 0.0587 vs 0.0583 NDCG@10); or pre-LN with
+    gated residuals and a SwiGLU MLP (LiGR-style, as in eSASRec)."""
     attn_dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
     """On the attention weights; SASRec and RecBole use the same rate as ``dropout``."""
     lr: float | None = Field(default=2e-3, gt=0.0, le=1.0)
