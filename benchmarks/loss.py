@@ -67,7 +67,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    config = SASRecConfig(n_items=args.items, max_len=args.max_len, dropout=0.5, attn_dropout=0.5, block="post_ln")
+    config = SASRecConfig(n_items=args.items, max_len=args.max_len, dropout=0.5, attn_dropout=0.5, block="pre_ln")
     model = SASRec(config)
     model.train()
     seqs = batch(args.items, args.histories, args.max_len, args.mean_len, seed=0)
@@ -98,7 +98,7 @@ def main() -> None:
             f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {args.threads} threads, "
             f"torch {torch.__version__}, {os.getloadavg()[0]:.1f} load average (1 min) at the end",
             f"- command: `python {' '.join(sys.argv)}`",
-            "- one training step (encode, loss, backward) of SASRec (the engine defaults: d 64, 2 layers, post-LN, "
+            "- one training step (encode, loss, backward) of SASRec (the engine defaults: d 64, 2 layers, pre-LN, "
             f"dropout 0.5) on {args.histories} histories of up to {args.max_len} items ({positions:,} target "
             f"positions) over {args.items:,} items; "
             f"median of {args.reps} steps each, the two interleaved",
