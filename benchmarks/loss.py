@@ -1,9 +1,9 @@
 """Cost of the transformer's full-softmax loss: the fused ``full_softmax_ce`` against ``F.cross_entropy`` on the logits.
 
-One training step (encode → loss → backward) of the default SASRec on a batch shaped like Amazon Beauty's under the
-default batching: 256 histories of up to 20 items, lengths drawn from a geometric distribution with Beauty's mean,
-a 12,101-item catalogue. Both variants run on the same model, batch and threads, interleaved, so the machine's noise
-falls on both; the figure is the median over ``--reps`` steps of each.
+One training step (encode → loss → backward; ``SASRec.loss`` with one target per position) of the default SASRec on a
+batch shaped like Amazon Beauty's under the default batching: 256 histories of up to 20 items, lengths drawn from a
+geometric distribution with Beauty's mean, a 12,101-item catalogue. Both variants run on the same model, batch and
+threads, interleaved, so the machine's noise falls on both; the figure is the median over ``--reps`` steps of each.
 
     .venv/bin/python benchmarks/loss.py                          # writes benchmarks/results/loss.md
     .venv/bin/python benchmarks/loss.py --items 100000 --output -
@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from recengine.engines.transformer.model import SASRec, SASRecConfig, full_softmax_ce
+from recengine.engines.transformer.model import SASRec, SASRecConfig
+from recengine.settings import TransformerSettings
 
 
 def batch(n_items: int, histories: int, max_len: int, mean_len: float, seed: int) -> torch.Tensor:
@@ -39,15 +40,19 @@ def batch(n_items: int, histories: int, max_len: int, mean_len: float, seed: int
 
 
 def step_fn(model: SASRec, seqs: torch.Tensor, fused: bool) -> Callable[[], float]:
+    """One timed step: the engine's own ``SASRec.loss`` (fused), or the same positions through ``F.cross_entropy``."""
     inputs, targets = seqs[:, :-1], seqs[:, 1:]
+
+    def reference() -> torch.Tensor:
+        where = targets > 0  # (B, T)
+        h = model.encode(inputs)[where]  # (P, d)
+        w = model.item_emb.weight  # (N + 1, d), tied
+        return F.cross_entropy(h @ w[1:].T, targets[where] - 1)
 
     def step() -> float:
         model.zero_grad(set_to_none=True)
         t = time.perf_counter()
-        h = model.encode(inputs)[targets > 0]  # (P, d)
-        y = targets[targets > 0]  # (P,)
-        w = model.item_emb.weight  # (N + 1, d)
-        loss = full_softmax_ce(h, w, y) if fused else F.cross_entropy(h @ w[1:].T, y - 1)
+        loss = model.loss(inputs, targets, kind="ce") if fused else reference()
         loss.backward()
         return (time.perf_counter() - t) * 1000
 
@@ -67,7 +72,18 @@ def main() -> None:
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    config = SASRecConfig(n_items=args.items, max_len=args.max_len, dropout=0.5, attn_dropout=0.5, block="pre_ln")
+    d = TransformerSettings()  # the engine's defaults, as the engine builds its model from them
+    config = SASRecConfig(
+        n_items=args.items,
+        max_len=args.max_len,
+        d_model=d.d_model,
+        n_layers=d.n_layers,
+        n_heads=d.n_heads,
+        dropout=d.dropout,
+        attn_dropout=d.attn_dropout,
+        block=d.block,
+        positions=d.positions,
+    )
     model = SASRec(config)
     model.train()
     seqs = batch(args.items, args.histories, args.max_len, args.mean_len, seed=0)
@@ -98,20 +114,18 @@ def main() -> None:
             f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {args.threads} threads, "
             f"torch {torch.__version__}, {os.getloadavg()[0]:.1f} load average (1 min) at the end",
             f"- command: `python {' '.join(sys.argv)}`",
-            "- one training step (encode, loss, backward) of SASRec (the engine defaults: d 64, 2 layers, pre-LN, "
-            f"dropout 0.5) on {args.histories} histories of up to {args.max_len} items ({positions:,} target "
-            f"positions) over {args.items:,} items; "
-            f"median of {args.reps} steps each, the two interleaved",
+            f"- one training step (encode, loss, backward) of SASRec with the engine's defaults (d {d.d_model}, "
+            f"{d.n_layers} layers, {d.block}, dropout {d.dropout}) on {args.histories} histories of up to "
+            f"{args.max_len} items ({positions:,} target positions) over {args.items:,} items; median of {args.reps} "
+            "steps each, the two interleaved",
             "",
             *rows,
             "",
         ]
     )
-    if args.output == "-":
-        print(text)
-    else:
+    if args.output != "-":
         Path(args.output).write_text(text)
-        print(text)
+    print(text)
 
 
 if __name__ == "__main__":
