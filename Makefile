@@ -1,5 +1,8 @@
 # The two front doors: `make demo` (end to end on synthetic data) and `make test` (the whole suite).
-# Each bootstraps .venv idempotently: CPU PyTorch first (so no multi-GB CUDA build is pulled), then the project.
+# Each bootstraps .venv idempotently: PyTorch first, then the project.
+# TORCH_INDEX: the package index torch comes from; empty = pip's default index (on the project's own machines that
+# resolves to a CPU build on disk). Where the default index would pull the multi-GB CUDA build, use PyTorch's CPU-only
+# index: make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,6 +10,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 DEMO_DATA ?= data/demo
 ARTIFACTS ?= artifacts
 PYTEST_ARGS ?=
+TORCH_INDEX ?=
+TORCH_VERSION ?= 2.13.0
 
 .PHONY: venv demo test lint typecheck bench clean serve up down
 
@@ -15,7 +20,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
