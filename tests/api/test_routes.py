@@ -260,3 +260,19 @@ def test_event_metrics_count_accepted_and_rejected(client: TestClient) -> None:
     after = counts()
     assert after.get("accepted", 0) - before.get("accepted", 0) == 2
     assert after.get("rejected", 0) - before.get("rejected", 0) == 3  # two bad list entries, one bad single event
+
+
+def test_root_links_to_docs_health_and_metrics(client: TestClient) -> None:
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    links = r.json()["links"]
+    assert {"docs", "ready", "metrics", "health", "engines"} <= set(links)
+    for path in (links["docs"], links["ready"], links["health"], links["engines"]):
+        assert client.get(path).status_code == 200, path
+
+
+def test_root_is_a_page_for_a_browser(client: TestClient) -> None:
+    r = client.get("/", headers={"accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    for path in ("/docs", "/ready", "/metrics"):
+        assert f'href="{path}"' in r.text

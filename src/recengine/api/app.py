@@ -148,10 +148,10 @@ def create_app(
     )
     app.state.settings = settings
     problems.install(app)
-    from recengine.api.routes import admin, events, health, items, recommendations
+    from recengine.api.routes import admin, events, health, index, items, recommendations
     from recengine.api.routes import engines as engines_routes
 
-    for module in (recommendations, items, events, engines_routes, health, admin):
+    for module in (index, recommendations, items, events, engines_routes, health, admin):
         app.include_router(module.router)
     app.add_middleware(GatewayMiddleware, max_body=serving.max_body_bytes, metrics=settings.observability.metrics)
     app.openapi = partial(_openapi, app)  # type: ignore[method-assign]

@@ -157,6 +157,14 @@ class HealthResponse(BaseModel):
     status: Literal["ok"]
 
 
+class IndexResponse(BaseModel):
+    service: Literal["recengine"]
+    version: str
+    links: dict[str, str] = Field(
+        description="Name → path: docs, openapi, recommendations, engines, health, ready, metrics."
+    )
+
+
 class ReadyResponse(BaseModel):
     status: Literal["ready", "degraded"]
     models: dict[str, str]
