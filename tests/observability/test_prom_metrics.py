@@ -193,6 +193,26 @@ def test_prepare_multiprocess_dir_empties_a_stale_directory(tmp_path: Path) -> N
     assert list(directory.iterdir()) == []
 
 
+def test_prepare_multiprocess_dir_removes_only_its_own_files(tmp_path: Path) -> None:
+    # PROMETHEUS_MULTIPROC_DIR may name /tmp or a shared folder: everything that is not a metric file stays.
+    directory = tmp_path / "shared"
+    (directory / "project").mkdir(parents=True)
+    (directory / "project" / "notes.txt").write_text("keep")
+    (directory / "report.db").write_text("keep")
+    (directory / "gauge_livesum_77.db").write_bytes(b"stale")
+    (directory / "histogram_77.db").write_bytes(b"stale")
+    saved = os.environ.get(m.MULTIPROC_ENV)
+    try:
+        m.prepare_multiprocess_dir(directory)
+    finally:
+        if saved is None:
+            os.environ.pop(m.MULTIPROC_ENV, None)
+        else:
+            os.environ[m.MULTIPROC_ENV] = saved
+    assert sorted(p.name for p in directory.iterdir()) == ["project", "report.db"]
+    assert (directory / "project" / "notes.txt").read_text() == "keep"
+
+
 def test_import_creates_a_missing_multiprocess_dir(tmp_path: Path) -> None:
     # ``serve --workers N`` imports this module in the parent before it prepares the directory.
     directory = tmp_path / "not" / "yet"

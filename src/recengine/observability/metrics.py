@@ -43,7 +43,7 @@ scrape time from the creation timestamp, so it never goes stale.
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -271,18 +271,23 @@ def multiprocess_enabled() -> bool:
 
 
 def prepare_multiprocess_dir(path: Path | None = None) -> Path:
-    """Create an empty directory for multi-process metrics and export ``PROMETHEUS_MULTIPROC_DIR`` to it.
+    """Create the directory for multi-process metrics and export ``PROMETHEUS_MULTIPROC_DIR`` to it.
 
-    Call it in the parent process *before* the workers start (they inherit the environment). An existing
-    directory named by ``path`` or by the variable is emptied: samples left by a previous run would
-    otherwise be summed in.
+    Call it in the parent process *before* the workers start (they inherit the environment). Metric files left
+    in it by a previous run are removed (they would otherwise be summed in); nothing else in the directory is
+    touched, so pointing the variable at ``/tmp`` or a shared folder is safe.
     """
     target = path or Path(os.environ.get(MULTIPROC_ENV) or _default_multiproc_dir())
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in target.iterdir():
+        if _METRIC_FILE.fullmatch(entry.name) and entry.is_file():
+            entry.unlink(missing_ok=True)
     os.environ[MULTIPROC_ENV] = str(target)
     return target
+
+
+#: The files prometheus_client writes in multi-process mode: ``<type>_<pid>.db``, gauges with their mode.
+_METRIC_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_\d+\.db")
 
 
 def _default_multiproc_dir() -> Path:
