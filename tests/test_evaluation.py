@@ -98,3 +98,30 @@ def test_evaluate_subset_and_shape_check(small_dataset: Dataset) -> None:
 
     with pytest.raises(ValueError, match="shape"):
         evaluate(wrong, small_dataset)
+
+
+def test_nan_scores_are_misses_not_perfect_hits() -> None:
+    nan = math.nan
+    m = metrics_for([[-math.inf, nan, nan, nan, nan]], [[2]], ks=(1, 4))
+    assert m["hr@1"] == [0.0] and m["ndcg@1"] == [0.0] and m["hr@4"] == [0.0] and m["mrr@4"] == [0.0]
+    # +inf on the target is no better: a diverged model is never rewarded.
+    assert metrics_for([[-math.inf, 0.2, math.inf, 0.1, 0.3]], [[2]], ks=(1,))["hr@1"] == [0.0]
+
+
+def test_nan_candidates_rank_above_a_finite_target() -> None:
+    # Two NaN candidates cannot be ordered below the target: it ranks third (0-based rank 2), not first.
+    m = metrics_for([[-math.inf, math.nan, 0.5, math.nan, 0.1]], [[2]], ks=(1, 2, 3))
+    assert m["hr@1"] == [0.0] and m["hr@2"] == [0.0] and m["hr@3"] == [1.0]
+
+
+def test_evaluate_counts_users_with_non_finite_target_scores(small_dataset: Dataset) -> None:
+    def diverged(histories: list[np.ndarray]) -> torch.Tensor:
+        return torch.full((len(histories), small_dataset.n_items + 1), math.nan)
+
+    out = evaluate(diverged, small_dataset, split="valid", ks=(1, 10))
+    assert out["hr@1"] == 0.0 and out["ndcg@10"] == 0.0
+    # Every user whose target is not already in their history (excluded, -inf) had a NaN target score.
+    _, histories, targets = small_dataset.eval_cases("valid")
+    fresh = sum(not set(t.tolist()) <= set(h.tolist()) for h, t in zip(histories, targets, strict=True))
+    assert out["non_finite_users"] == fresh > 0
+    assert evaluate(lambda h: torch.rand(len(h), small_dataset.n_items + 1), small_dataset)["non_finite_users"] == 0

@@ -53,11 +53,14 @@ def rank_metrics(scores: torch.Tensor, targets: Sequence[np.ndarray], ks: Sequen
         tgt[i, : len(t)] = torch.as_tensor(t, dtype=torch.long)
         valid[i, : len(t)] = True
     tscore = scores.gather(1, tgt)  # (B, T)
+    # NaN compares false with everything: a NaN candidate would rank below every target, and a NaN target above
+    # every candidate (an all-NaN model would score HR@1 = 1). NaN candidates count as ranked above the target.
+    n_nan = torch.isnan(scores).sum(1, keepdim=True)  # (B, 1)
     # One target column at a time keeps memory at (B, N).
-    above = torch.stack([(scores > tscore[:, j : j + 1]).sum(1) for j in range(t_max)], dim=1)  # (B, T)
+    above = torch.stack([(scores > tscore[:, j : j + 1]).sum(1) for j in range(t_max)], dim=1) + n_nan  # (B, T)
     equal = torch.stack([(scores == tscore[:, j : j + 1]).sum(1) for j in range(t_max)], dim=1) - 1
-    # A target excluded as history (score -inf) or a padding slot is never a hit.
-    never = ~valid | (torch.isinf(tscore) & (tscore < 0))
+    # A target excluded as history (score -inf), a non-finite target score or a padding slot is never a hit.
+    never = ~valid | ~torch.isfinite(tscore)
     above = torch.where(never, torch.full_like(above, 1 << 30), above)
     equal = torch.where(never, torch.zeros_like(equal), equal).clamp(min=0)
     n_t = valid.sum(1).float()
@@ -93,7 +96,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score every evaluation user of ``split`` with ``scorer`` and average the metrics.
 
-    Returns flat keys (``hr@10``, ``ndcg@10``, …, ``coverage@10``, ``popularity@10``, ``n_users``, ``dataset_hash``).
+    Returns flat keys (``hr@10``, ``ndcg@10``, …, ``coverage@10``, ``popularity@10``, ``n_users``,
+    ``non_finite_users`` (users whose target score was NaN or +inf: misses), ``dataset_hash``).
     """
     users, histories, targets = dataset.eval_cases(split)
     if max_users is not None and len(users) > max_users:
@@ -108,6 +112,7 @@ def evaluate(
     sums: dict[str, float] = {}
     seen = [torch.zeros(dataset.n_items + 1, dtype=torch.bool) for _ in ks]
     pop_sums = [0.0 for _ in ks]
+    non_finite = 0  # users with a NaN or +inf target score: counted as misses, reported so training can refuse
     n = len(histories)
     for start in range(0, n, batch_size):
         hb = histories[start : start + batch_size]
@@ -119,6 +124,9 @@ def evaluate(
                 f"scorer returned shape {tuple(scores.shape)}, expected ({len(hb)}, {dataset.n_items + 1})"
             )
         mask_scores(scores, hb)
+        for i, t in enumerate(tb):
+            ts = scores[i, torch.as_tensor(t, dtype=torch.long)]
+            non_finite += int(bool((torch.isnan(ts) | torch.isposinf(ts)).any()))
         for name, values in rank_metrics(scores, tb, ks).items():
             sums[name] = sums.get(name, 0.0) + float(values.sum())
         top = torch.topk(scores, min(kmax, dataset.n_items), dim=1).indices
@@ -134,6 +142,7 @@ def evaluate(
         result[f"coverage@{k}"] = float(seen[j].sum()) / max(1, dataset.n_items)
         result[f"popularity@{k}"] = pop_sums[j] / max(1, n) / max(mean_count, 1e-12)
     result["n_users"] = n
+    result["non_finite_users"] = non_finite
     result["split"] = split
     result["dataset_hash"] = dataset.content_hash
     return result
