@@ -104,3 +104,32 @@ def test_bucket_is_the_same_in_another_process() -> None:
     ).stdout
     assert float(out) == bucket("exp", "user-42")
     assert 0.0 <= bucket("exp", "user-42") < 1.0
+
+
+def _arms(weights: dict[str, float], users: list[str]) -> dict[str, str | None]:
+    return {u: assign("e", weights, u) for u in users}
+
+
+def test_arm_shares_follow_the_weights() -> None:
+    users = [f"u{i}" for i in range(20_000)]
+    arms = list(_arms({"ease": 1, "neural": 2, "transformer": 1}, users).values())
+    for name, share in (("ease", 0.25), ("neural", 0.5), ("transformer", 0.25)):
+        assert abs(arms.count(name) / len(users) - share) < 0.015, name
+
+
+def test_adding_an_equal_third_arm_moves_a_third_of_the_users_into_it() -> None:
+    # The minimum: the new arm's third must come from somewhere, and nobody else changes arm.
+    users = [f"u{i}" for i in range(20_000)]
+    before = _arms({"ease": 1, "neural": 1}, users)
+    after = _arms({"ease": 1, "neural": 1, "transformer": 1}, users)
+    moved = [u for u in users if before[u] != after[u]]
+    assert abs(len(moved) / len(users) - 1 / 3) < 0.015
+    assert all(after[u] == "transformer" for u in moved)
+
+
+def test_removing_an_arm_moves_only_its_users() -> None:
+    users = [f"u{i}" for i in range(5_000)]
+    before = _arms({"ease": 1, "neural": 1, "transformer": 1}, users)
+    after = _arms({"ease": 1, "neural": 1}, users)
+    assert all(before[u] == "transformer" for u in users if before[u] != after[u])
+    assert {after[u] for u in users if before[u] == "transformer"} == {"ease", "neural"}

@@ -3,9 +3,9 @@
 Order of decision:
 
 1. an explicit ``engine`` in the request, when that engine is enabled;
-2. the experiment: a weighted split on a stable hash of (experiment name, user id) — the same user lands in the same
-   arm on every request, every worker and every replica, and changing the weights moves as few users as the new
-   shares allow (arms keep their order on the unit interval);
+2. the experiment: a weighted split on stable hashes of (experiment name, user id, arm) — the same user lands in the
+   same arm on every request, every worker and every replica, and changing the weights moves as few users as the
+   new shares allow (weighted rendezvous hashing, see :func:`assign`);
 3. the rules: no history → popularity; a history shorter than ``short_history`` → neural; longer → transformer.
 
 The chain behind the chosen engine is ``routing.fallback`` (enabled engines only), and popularity is always its last
@@ -16,6 +16,7 @@ of experiments and fallback preferences, never out of that last link.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -57,18 +58,23 @@ def bucket(experiment: str, user_id: str) -> float:
 
 
 def assign(experiment: str, weights: Mapping[str, float], user_id: str) -> str | None:
-    """The experiment arm of ``user_id``; None when there is no experiment (no positive weight)."""
-    arms = [(name, w) for name, w in sorted(weights.items()) if w > 0]
-    total = sum(w for _, w in arms)
-    if total <= 0:
+    """The experiment arm of ``user_id``; None when there is no experiment (no positive weight).
+
+    Weighted rendezvous hashing: each arm draws an exponential "clock" ``-ln(u) / w`` from a hash of (experiment,
+    user, arm) and the earliest clock wins, so an arm gets exactly ``w / Σw`` of the users. A change of weights
+    moves only the users whose winner changes, which is the minimum: a new arm takes exactly its share from the
+    others, raising one arm's weight only moves users into it, and removing an arm only moves its own users.
+    (Cumulative intervals on one hash, the earlier scheme, moved half the users when a third equal arm was added.)
+    """
+    arms = [(name, w) for name, w in weights.items() if w > 0]
+    if not arms:
         return None
-    point = bucket(experiment, user_id) * total
-    acc = 0.0
-    for name, w in arms:
-        acc += w
-        if point < acc:
-            return name
-    return arms[-1][0]
+
+    def clock(arm: tuple[str, float]) -> tuple[float, str]:
+        u = bucket(experiment, f"{user_id}\x1f{arm[0]}")  # [0, 1)
+        return -math.log1p(-u) / arm[1], arm[0]
+
+    return min(arms, key=clock)[0]
 
 
 def decide(cfg: RuntimeConfig, user_id: str | None, history_len: int, requested: str | None = None) -> Decision:
