@@ -117,3 +117,14 @@ def test_bad_config_is_reported(workspace: Path, tmp_path: Path) -> None:
     code, output = run("config", "--config", str(good))
     assert code == 0
     assert json.loads(output)["cache"]["ttl_s"] == 7
+
+
+def test_config_dump_redacts_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "secret.toml"
+    path.write_text('[serving]\nadmin_api_key = "an-admin-key-1234"\n[cache]\nredis_url = "redis://:pw9876@r:1/0"\n')
+    code, output = run("config", "--config", str(path))
+    assert code == 0, output
+    assert "an-admin-key-1234" not in output and "pw9876" not in output
+    dumped = json.loads(output)
+    assert dumped["serving"]["admin_api_key"] == "**********"
+    assert dumped["cache"]["redis_url"] == "redis://:****@r:1/0"

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from recengine.errors import ConfigError
-from recengine.settings import RUNTIME_KEYS, Settings, load_settings
+from recengine.settings import RUNTIME_KEYS, Settings, load_settings, startup_warnings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -88,7 +88,8 @@ def test_prod_refuses_insecure_settings(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="log_format"):
         load_settings(write(tmp_path, 'profile = "prod"\n[observability]\nlog_format = "console"\n'))
     # The same short key is accepted in development.
-    assert load_settings(write(tmp_path, '[serving]\nadmin_api_key = "short"\n')).serving.admin_api_key == "short"
+    key = load_settings(write(tmp_path, '[serving]\nadmin_api_key = "short"\n')).serving.admin_api_key
+    assert key is not None and key.get_secret_value() == "short"
 
 
 def test_cross_field_and_list_validation(tmp_path: Path) -> None:
@@ -129,3 +130,28 @@ def test_example_file_loads_and_states_the_defaults() -> None:
 
     walk(tomllib.loads(example.read_text()), defaults, "")
     assert loaded.model_dump(mode="json") == defaults
+
+
+def test_secrets_never_appear_in_a_dump(tmp_path: Path) -> None:
+    settings = load_settings(
+        write(
+            tmp_path,
+            '[serving]\nadmin_api_key = "k3y-do-not-print"\n[cache]\nredis_url = "redis://:hunter2@r:6379/0"\n',
+        )
+    )
+    dumped = settings.model_dump_json()
+    assert "k3y-do-not-print" not in dumped and "hunter2" not in dumped
+    assert '"redis_url":"redis://:****@r:6379/0"' in dumped
+    # The values themselves are intact where the code reads them.
+    assert settings.serving.admin_api_key is not None
+    assert settings.serving.admin_api_key.get_secret_value() == "k3y-do-not-print"
+    assert settings.cache.redis_url == "redis://:hunter2@r:6379/0"
+
+
+def test_prod_warns_about_a_redis_url_without_password(tmp_path: Path) -> None:
+    prod = 'profile = "prod"\n[observability]\nlog_format = "json"\n[cache]\nredis_url = "REDIS"\n'
+    bare = load_settings(write(tmp_path, prod.replace("REDIS", "redis://r:6379/0")))
+    assert any("no password" in w for w in startup_warnings(bare))
+    assert startup_warnings(load_settings(write(tmp_path, prod.replace("REDIS", "redis://:pw@r:6379/0")))) == []
+    # Development may run a local Redis without one.
+    assert startup_warnings(load_settings(write(tmp_path, '[cache]\nredis_url = "redis://r:6379/0"\n'))) == []

@@ -422,6 +422,10 @@ def serve(
         os.environ["RECENGINE_CONFIG"] = str(config.resolve())
     if profile is not None:
         os.environ["RECENGINE_PROFILE"] = profile
+    from recengine.settings import startup_warnings
+
+    for warning in startup_warnings(settings):
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     n_workers = workers or settings.serving.workers
     if n_workers > 1 and not settings.cache.redis_url:
         console.print(

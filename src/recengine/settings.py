@@ -14,7 +14,18 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from recengine.errors import ConfigError
@@ -220,7 +231,8 @@ class ServingSettings(_Section):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     engine_timeout_ms: float = Field(default=50.0, gt=0, le=60_000)
     inference_workers: int = Field(default=2, ge=1, le=64)
-    admin_api_key: str | None = None
+    admin_api_key: SecretStr | None = None
+    """Key of the admin API (``X-API-Key``); None disables it. Printed as ``**********`` everywhere."""
     history_max_len: int = Field(default=200, ge=1, le=10_000)
     events_db: Path | None = None
     """SQLite event log; None puts ``events.sqlite3`` in the artifacts folder."""
@@ -267,6 +279,10 @@ class CacheSettings(_Section):
     redis_timeout_ms: float = Field(default=50.0, gt=0, le=10_000)
     retry_after_s: float = Field(default=2.0, gt=0, le=600)
     """After a Redis failure, serve from memory for this long before trying Redis again."""
+
+    @field_serializer("redis_url", when_used="json")
+    def _redact_password(self, url: str | None) -> str | None:
+        return redact_url(url)
 
 
 class ObservabilitySettings(_Section):
@@ -345,7 +361,7 @@ class Settings(BaseSettings):
     def _refuse_insecure_prod(self) -> Settings:
         if self.profile == "prod":
             key = self.serving.admin_api_key
-            if key is not None and len(key) < 16:
+            if key is not None and len(key.get_secret_value()) < 16:
                 raise ValueError("serving.admin_api_key must be at least 16 characters in the prod profile")
             if self.observability.log_format != "json":
                 raise ValueError("observability.log_format must be 'json' in the prod profile")
@@ -375,6 +391,31 @@ def resolve_config_path(path: Path | None) -> Path | None:
         return Path(env)
     default = Path("recengine.toml")
     return default if default.is_file() else None
+
+
+def redact_url(url: str | None) -> str | None:
+    """``url`` with its password replaced by ``****`` (for printing: config dumps, logs)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:****@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def startup_warnings(settings: Settings) -> list[str]:
+    """Settings that are allowed but unsafe where they are: said once when a server starts."""
+    warnings = []
+    url = settings.cache.redis_url
+    if settings.profile == "prod" and url and urlsplit(url).password is None:
+        warnings.append(
+            "cache.redis_url has no password in the prod profile: anyone who reaches that Redis can read and "
+            "change cached answers, histories and events (use redis://:PASSWORD@host:port/db or rediss://)"
+        )
+    return warnings
 
 
 def load_settings(path: Path | None = None, profile: str | None = None, **overrides: Any) -> Settings:

@@ -38,7 +38,7 @@ from recengine.serving.cache import (
 from recengine.serving.history import FailoverHistoryStore, HistoryStore, MemoryHistoryStore, RedisHistoryStore
 from recengine.serving.registry import ModelRegistry
 from recengine.serving.service import RecommendationService
-from recengine.settings import Settings, load_settings
+from recengine.settings import Settings, load_settings, startup_warnings
 
 log = logging.getLogger("recengine.api")
 
@@ -56,6 +56,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         obs = settings.observability
         configure_logging(obs.log_level, obs.log_format)
+        for warning in startup_warnings(settings):
+            log.warning(warning)
         registry = ModelRegistry(serving.artifacts_dir)
         if settings.observability.metrics:
             registry.on_swap(publish_model)

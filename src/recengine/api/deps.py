@@ -32,7 +32,8 @@ async def require_admin(
     x_api_key: Annotated[str | None, Header(alias="X-API-Key", description="serving.admin_api_key")] = None,
 ) -> None:
     """401 without a key, 403 with a wrong one; with no key configured the admin API does not exist (404)."""
-    expected = gateway.settings.serving.admin_api_key
+    secret = gateway.settings.serving.admin_api_key
+    expected = secret.get_secret_value() if secret is not None else ""
     if not expected:
         raise HTTPException(
             404, "the admin API is disabled: set serving.admin_api_key (RECENGINE_SERVING__ADMIN_API_KEY)"
