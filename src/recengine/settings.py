@@ -13,7 +13,6 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
-
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
