@@ -143,3 +143,63 @@ async def test_concurrent_requests_after_recovery_replay_each_append_once() -> N
     histories = await asyncio.gather(*(store.get("u") for _ in range(10)))
     expected = [f"i{i}" for i in range(20)]
     assert all(h.items == expected for h in histories)
+
+
+class _SplittingProxy:
+    """A Redis client as seen through a proxy that forwards a plain pipeline's commands one at a time (as
+    twemproxy or a cluster client may): other clients' commands can land between them. A MULTI/EXEC transaction
+    stays one unit, as every proxy must keep it. ``between`` runs after the first command of a plain pipeline."""
+
+    def __init__(self, client: object, between: object) -> None:
+        self.client = client
+        self.between = between
+
+    def pipeline(self, transaction: bool = True) -> object:
+        proxy = self
+
+        class Pipe:
+            def __init__(self) -> None:
+                self.calls: list[tuple[str, tuple[object, ...]]] = []
+
+            def __getattr__(self, name: str) -> object:
+                return lambda *args: self.calls.append((name, args))
+
+            async def execute(self) -> list[object]:
+                if transaction:
+                    pipe = proxy.client.pipeline(transaction=True)  # type: ignore[attr-defined]
+                    for name, args in self.calls:
+                        getattr(pipe, name)(*args)
+                    result = list(await pipe.execute())
+                    await proxy.between()  # type: ignore[operator]  # the other client's turn: before or after
+                    return result
+                out = []
+                for i, (name, args) in enumerate(self.calls):
+                    out.append(await getattr(proxy.client, name)(*args))
+                    if i == 0:
+                        await proxy.between()  # type: ignore[operator]
+                return out
+
+        return Pipe()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.mark.redis
+async def test_a_concurrent_append_never_pairs_an_old_history_with_a_new_version(redis_url: str) -> None:
+    # Two workers share one Redis. Worker B appends while worker A reads: A must never see the new version with
+    # the old items, or it would cache an answer built from the old history under the new version for ttl_s.
+    u = user()
+    worker_b = RedisHistoryStore(redis_client(redis_url, 500), max_len=5)
+    await worker_b.append(u, ["first"])
+
+    async def b_appends() -> None:
+        await worker_b.append(u, ["second"])
+
+    worker_a = RedisHistoryStore(_SplittingProxy(redis_client(redis_url, 500), b_appends), max_len=5)  # type: ignore[arg-type]
+    seen = await worker_a.get(u)
+    after = await worker_b.get(u)
+    assert after.items == ["first", "second"]
+    assert seen.version != after.version or seen.items == after.items
+    await worker_a.close()
+    await worker_b.close()

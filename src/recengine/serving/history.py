@@ -118,7 +118,9 @@ class RedisHistoryStore:
         self.seed = seed or SeedHistories.empty()
 
     async def get(self, user_id: str) -> History:
-        pipe = self.client.pipeline(transaction=False)
+        # One MULTI/EXEC: another worker's append between the two reads would pair the old items with the new
+        # version, and the answer built from them would be cached under that version for ttl_s.
+        pipe = self.client.pipeline(transaction=True)
         pipe.lrange(HIST_PREFIX + user_id, 0, -1)
         pipe.get(VERSION_PREFIX + user_id)
         raw, version = await pipe.execute()
