@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from recengine.errors import ConfigError
+from recengine.serving.routing import assign
 from recengine.settings import RUNTIME_KEYS, Settings, load_settings, startup_warnings
 
 
@@ -99,8 +100,9 @@ def test_cross_field_and_list_validation(tmp_path: Path) -> None:
         load_settings(write(tmp_path, "[engines.ease]\nlambdas = [-1.0]\n"))
     with pytest.raises(ConfigError, match="weights"):
         load_settings(write(tmp_path, "[routing.experiment]\nweights = { ease = -1.0 }\n"))
-    with pytest.raises(ConfigError, match="all be 0"):
-        load_settings(write(tmp_path, "[routing.experiment]\nweights = { ease = 0.0 }\n"))
+    # All weights 0 switches the experiment off (the rules decide), like no weights: an operator's "stop".
+    stopped = load_settings(write(tmp_path, "[routing.experiment]\nweights = { ease = 0.0 }\n"))
+    assert assign(stopped.routing.experiment.name, stopped.routing.experiment.weights, "u1") is None
 
 
 def test_runtime_keys_exist() -> None:

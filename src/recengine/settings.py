@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -250,17 +250,8 @@ class ServingSettings(_Section):
 
 class ExperimentSettings(_Section):
     name: str = "default"
-    weights: dict[str, float] = Field(default_factory=dict)
-    """Engine name → traffic share; empty means no experiment (rules decide)."""
-
-    @field_validator("weights")
-    @classmethod
-    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
-        if any(w < 0 for w in v.values()):
-            raise ValueError("weights must be ≥ 0")
-        if v and sum(v.values()) <= 0:
-            raise ValueError("weights must not all be 0")
-        return v
+    weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    """Engine name → traffic share (≥ 0); empty, or all 0, means no experiment (rules decide)."""
 
 
 class RoutingSettings(_Section):

@@ -156,12 +156,23 @@ def create_app(
     for module in (index, recommendations, items, events, engines_routes, health, admin):
         app.include_router(module.router)
     app.add_middleware(GatewayMiddleware, max_body=serving.max_body_bytes, metrics=settings.observability.metrics)
-    app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
+    app.openapi = partial(_openapi, app, serving.max_k, serving.max_batch_events)  # type: ignore[method-assign]
     return app
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema, with every error response documented as what it is: a problem+json document."""
+def _cap_k(node: Any, max_k: int) -> None:
+    """Set the configured ``serving.max_k`` as the maximum of a ``k`` schema (also inside ``anyOf``)."""
+    if isinstance(node, dict):
+        if "maximum" in node and node.get("type") == "integer":
+            node["maximum"] = max_k
+        for branch in node.get("anyOf", ()):
+            _cap_k(branch, max_k)
+
+
+def _openapi(app: FastAPI, max_k: int, max_batch: int) -> dict[str, Any]:
+    """FastAPI's schema, with every error response documented as what it is (a problem+json document) and the
+    bounds this deployment enforces (``serving.max_k``, ``serving.max_batch_events``) written in, so the
+    document says exactly what is accepted."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     from fastapi.openapi.utils import get_openapi
@@ -174,9 +185,20 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         components.pop(name, None)
     components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     ref = {"$ref": "#/components/schemas/Problem"}
+    for component in components.values():
+        _cap_k(component.get("properties", {}).get("k"), max_k)
     for path in schema.get("paths", {}).values():
         for op in path.values():
+            for parameter in op.get("parameters", ()):
+                if parameter.get("name") == "k":
+                    _cap_k(parameter.get("schema"), max_k)
+            for content in op.get("requestBody", {}).get("content", {}).values():
+                for branch in content.get("schema", {}).get("oneOf", ()):
+                    if branch.get("type") == "array":  # a batch of events
+                        branch["maxItems"] = max_batch
             responses = op.setdefault("responses", {})
+            if "requestBody" in op:
+                responses.setdefault("400", {"description": "The body is not valid JSON."})
             has_input = "requestBody" in op or any(
                 p.get("in") in ("query", "path", "header") for p in op.get("parameters", ())
             )

@@ -8,10 +8,11 @@ stored there and every worker and replica applies them on its next sync, so they
 from __future__ import annotations
 
 import copy
-from typing import Any
+import functools
+from typing import Annotated, Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from recengine.serving.routing import RuntimeConfig
 from recengine.settings import RUNTIME_KEYS, Settings
@@ -64,8 +65,14 @@ def flatten_patch(patch: Any) -> dict[str, Any]:
         for key, value in node.items():
             path = f"{prefix}{key}"
             if path in RUNTIME_KEYS:
-                out[path] = value
+                # Checked where it stands: a key given twice (dotted and nested) has each value checked.
+                try:
+                    out[path] = _strict_value(path, value)
+                except ValidationError as exc:
+                    errors.extend({"loc": f"body.{path}", "msg": e["msg"]} for e in exc.errors())
             elif isinstance(value, dict) and any(k.startswith(path + ".") for k in RUNTIME_KEYS):
+                if not value:
+                    errors.append({"loc": f"body.{path}", "msg": "empty object; name a setting inside it"})
                 walk(value, path + ".")
             else:
                 errors.append({"loc": f"body.{path}", "msg": "not a runtime-changeable setting"})
@@ -106,3 +113,61 @@ def decode_overrides(raw: bytes | None) -> dict[str, Any]:
         return {}
     value = orjson.loads(raw)
     return value if isinstance(value, dict) else {}
+
+
+@functools.cache
+def _key_type(dotted: str, strict: bool = False) -> TypeAdapter[Any]:
+    """One runtime key's type with the constraints the settings enforce (``strict``: no coercion)."""
+    model: Any = Settings
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        model = model.model_fields[part].annotation
+    field = model.model_fields[leaf]
+    annotation: Any = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+    return TypeAdapter(annotation, config=ConfigDict(strict=True) if strict else None)
+
+
+def _key_schema(dotted: str) -> dict[str, Any]:
+    schema: dict[str, Any] = _key_type(dotted).json_schema()
+    return schema
+
+
+def _strict_value(dotted: str, value: Any) -> Any:
+    """The value as JSON typed it: "5" is not a number nor 1 a boolean here (the whole Settings model, which
+    runs next, would coerce them). An integral float is an integer, as in JSON Schema."""
+    if isinstance(value, float) and value.is_integer() and _key_schema(dotted).get("type") == "integer":
+        value = int(value)
+    return _key_type(dotted, strict=True).validate_python(value)
+
+
+def patch_schema() -> dict[str, Any]:
+    """The body ``PATCH /api/v1/admin/config`` accepts: every runtime key dotted, or nested, and nothing else."""
+    nested: dict[str, Any] = {}
+    for dotted in RUNTIME_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {}).setdefault("properties", {})
+        node[leaf] = _key_schema(dotted)
+
+    def objects(tree: dict[str, Any]) -> dict[str, Any]:
+        return {
+            name: (
+                {
+                    "type": "object",
+                    "properties": objects(sub["properties"]),
+                    "additionalProperties": False,
+                    "minProperties": 1,
+                }
+                if "properties" in sub and "type" not in sub
+                else sub
+            )
+            for name, sub in tree.items()
+        }
+
+    return {
+        "type": "object",
+        "properties": {**{k: _key_schema(k) for k in RUNTIME_KEYS}, **objects(nested)},
+        "additionalProperties": False,
+        "minProperties": 1,
+    }

@@ -6,20 +6,46 @@ The response models document the contract in OpenAPI; the routes write the same 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    field_validator,
+)
 
 from recengine.engines import ENGINE_CLASSES
 
+#: Some character that is not white space — spelled out, because ``\S`` differs between the server's regex engine
+#: (Unicode: U+0085 is a space) and JSON Schema's ECMAScript one (it is not), and the schema must say what is accepted.
+NOT_BLANK = r"[^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
 #: External ids: any non-blank string up to 256 characters (ids are opaque to the service).
-ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"\S")]
+ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=NOT_BLANK)]
 Category = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 EngineName = Literal["popularity", "ease", "transformer", "neural"]
 assert set(EngineName.__args__) == set(ENGINE_CLASSES), "EngineName must list every engine"  # type: ignore[attr-defined]
 
 MAX_LIST = 500
+
+
+def _json_integer(value: Any) -> Any:
+    # JSON bodies are typed: "5" or true is not the integer the schema promises (5.0 is, as in JSON Schema).
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+#: ``k`` in a JSON body: an integer, no strings or booleans coerced into it (bounds before the validator, so that
+#: the JSON schema states them as minimum / maximum).
+BodyK = Annotated[int, Field(ge=1, le=10_000), BeforeValidator(_json_integer)]
 
 
 class _Body(BaseModel):
@@ -29,11 +55,11 @@ class _Body(BaseModel):
 
 class RecommendBody(_Body):
     user_id: ExternalId | None = Field(default=None, description="Omit for anonymous (session) recommendations.")
-    k: int | None = Field(
-        default=None, ge=1, le=10_000, description="How many items; default serving.default_k, at most serving.max_k."
+    k: BodyK | None = Field(
+        default=None, description="How many items; default serving.default_k, at most serving.max_k."
     )
     engine: EngineName | None = Field(default=None, description="Ask for one engine (used when enabled).")
-    exclude_seen: bool = Field(default=True, description="Leave out items already in the history.")
+    exclude_seen: StrictBool = Field(default=True, description="Leave out items already in the history.")
     recent_items: list[ExternalId] = Field(
         default_factory=list, max_length=MAX_LIST, description="Session items, oldest first."
     )
@@ -102,9 +128,26 @@ class SimilarItemsResponse(BaseModel):
     took_ms: float
 
 
-# Year 2000 .. 2100: a timestamp outside is a unit mistake (ms for s) far more often than a real event.
+# Years 2000 .. 2099 as written: a timestamp outside is a unit mistake (ms for s) far more often than a real event.
 _MIN_TS = datetime(2000, 1, 1, tzinfo=UTC)
 _MAX_TS = datetime(2100, 1, 1, tzinfo=UTC)
+_YEAR_20XX = re.compile(r"^20[0-9]{2}-")
+# The published schema states the same bound, so a generated client or a fuzzer knows exactly what is accepted.
+Timestamp = Annotated[
+    datetime,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time", "pattern": _YEAR_20XX.pattern},
+                {
+                    "type": "number",
+                    "minimum": _MIN_TS.timestamp(),
+                    "exclusiveMaximum": _MAX_TS.timestamp(),
+                },
+            ]
+        }
+    ),
+]
 
 
 class EventIn(_Body):
@@ -113,23 +156,29 @@ class EventIn(_Body):
     type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = Field(
         default="view", description="view, click, cart, purchase, … (lower-case word)."
     )
-    timestamp: datetime | None = Field(
-        default=None, description="ISO 8601 or Unix seconds; naive times are UTC; default: now."
+    timestamp: Timestamp | None = Field(
+        default=None,
+        description="ISO 8601 (year 2000–2099 as written) or Unix seconds; naive times are UTC; default: now.",
     )
     event_id: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")] | None = Field(
         default=None, description="Makes retries idempotent; generated when absent."
     )
 
-    @field_validator("timestamp")
+    @field_validator("timestamp", mode="wrap")
     @classmethod
-    def _sane_time(cls, v: datetime | None) -> datetime | None:
-        if v is None:
-            return v
-        if v.tzinfo is None:
-            v = v.replace(tzinfo=UTC)
-        if not _MIN_TS <= v < _MAX_TS:
-            raise ValueError("must be between 2000-01-01 and 2100-01-01")
-        return v
+    def _sane_time(cls, v: Any, handler: ValidatorFunctionWrapHandler) -> datetime | None:
+        # Exactly what the schema states: Unix seconds in [2000, 2100) checked on the number itself (converting
+        # first could round 4102444799.9999995 up to the year 2100), or an ISO string written with a 20xx year.
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            if not _MIN_TS.timestamp() <= v < _MAX_TS.timestamp():
+                raise ValueError("Unix seconds must fall in the years 2000 to 2099")
+            return datetime.fromtimestamp(v, UTC)
+        if isinstance(v, str) and not _YEAR_20XX.match(v):
+            raise ValueError("must be an ISO 8601 time in the years 2000 to 2099, or Unix seconds")
+        out: datetime | None = handler(v)
+        if out is not None and out.tzinfo is None:
+            out = out.replace(tzinfo=UTC)
+        return out
 
 
 class EventsResponse(BaseModel):

@@ -12,7 +12,14 @@ from starlette.responses import Response
 
 from recengine.api.deps import AdminDep, GatewayDep
 from recengine.api.problems import problem
-from recengine.api.runtime import OVERRIDES_KEY, PatchError, current_values, encode_overrides, flatten_patch
+from recengine.api.runtime import (
+    OVERRIDES_KEY,
+    PatchError,
+    current_values,
+    encode_overrides,
+    flatten_patch,
+    patch_schema,
+)
 from recengine.api.schemas import ReloadBody, ReloadResponse
 from recengine.serving.cache import REDIS_ERRORS
 from recengine.settings import RUNTIME_KEYS
@@ -64,6 +71,8 @@ async def get_config(gateway: GatewayDep) -> Response:
 @router.patch(
     "/config",
     summary="Change runtime settings (nested or dotted keys), validated like the config file",
+    # The body's exact shape (the runtime keys, typed and bounded), where FastAPI alone would say "any object".
+    openapi_extra={"requestBody": {"content": {"application/json": {"schema": patch_schema()}}}},
 )
 async def patch_config(
     gateway: GatewayDep,
