@@ -403,6 +403,17 @@ def test_items_comma_delimited_categories_tsv(tmp_path: Path) -> None:
     assert meta.rows() == [("1", "One", ["a", "b"]), ("2", "Two", [])]
 
 
+def test_item_files_know_every_item_alias_plus_a_bare_id(tmp_path: Path) -> None:
+    # One alias table: an item file finds the item column by the same names as an interaction file ...
+    books = write(tmp_path, "books.csv", "book_id,title\nb1,Emma\n")
+    assert read_items(books)[0].rows() == [("b1", "Emma")]
+    # ... and by a bare "id", which in an interaction file is the row's own id, never the item.
+    rows = write(tmp_path, "rows.csv", "id,user_id,item_id\nr1,u1,i1\n")
+    assert read_interactions(rows)[0].select("user", "item").rows() == [("u1", "i1")]
+    with pytest.raises(DataError, match="missing required item column"):
+        read_interactions(write(tmp_path, "noitem.csv", "user_id,id\nu1,i1\n"))
+
+
 def test_items_jsonl_and_parquet(tmp_path: Path) -> None:
     jsonl = write(
         tmp_path,
