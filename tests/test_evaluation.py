@@ -90,7 +90,18 @@ def test_evaluate_subset_and_shape_check(small_dataset: Dataset) -> None:
 
     m = evaluate(constant, small_dataset, split="valid", ks=(5, 10), max_users=50)
     assert m["n_users"] == 50
-    # Everything tied: HR@K is K over the number of candidates, averaged.
+    # Everything tied: a reachable target lands in the top K with probability K / (candidates), where the
+    # candidates are the items outside the user's history; the 50 users are the evenly spread subset.
+    _, histories, targets = small_dataset.eval_cases("valid")
+    pick = np.linspace(0, len(histories) - 1, 50).astype(np.int64)
+    for k in (5, 10):
+        expected = []
+        for i in pick:
+            seen = set(histories[i].tolist())
+            candidates = small_dataset.n_items - len(seen)
+            reachable = any(t not in seen for t in targets[i].tolist())
+            expected.append(min(k, candidates) / candidates if reachable else 0.0)
+        assert m[f"hr@{k}"] == pytest.approx(float(np.mean(expected)), rel=1e-6)
     assert 0 < m["hr@5"] < m["hr@10"] < 0.2
 
     def wrong(histories: list[np.ndarray]) -> torch.Tensor:

@@ -204,7 +204,7 @@ def train(
         cls = engine_class(engine)
         dataset = Dataset.load(data or settings.data.dir)
         if events is not None:
-            from recengine.serving.events import merge_event_log
+            from recengine.data.events import merge_event_log
 
             dataset = merge_event_log(dataset, events)
         section = getattr(settings.engines, engine)

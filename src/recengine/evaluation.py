@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recengine.data.dataset import Dataset
+from recengine.data.dataset import TRAIN, Dataset
 
 Scorer = Callable[[Sequence[np.ndarray]], np.ndarray | torch.Tensor]
 """Maps a batch of histories (item index arrays) to scores of shape (B, n_items + 1); column 0 is padding."""
@@ -107,7 +107,7 @@ def evaluate(
         targets = [targets[i] for i in pick]
     ks = sorted(set(int(k) for k in ks))
     kmax = max(ks)
-    counts = torch.from_numpy(dataset.item_counts(max_split=0).astype(np.float32))
+    counts = torch.from_numpy(dataset.item_counts(max_split=TRAIN).astype(np.float32))
     mean_count = float(counts[1:].mean()) if dataset.n_items else 1.0
     sums: dict[str, float] = {}
     seen = [torch.zeros(dataset.n_items + 1, dtype=torch.bool) for _ in ks]

@@ -82,37 +82,28 @@ class TransformerSettings(_Section):
     n_layers: int = Field(default=2, ge=1, le=12)
     n_heads: int = Field(default=2, ge=1, le=16)
     dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
-    """On embeddings and residual branches. SASRec's paper uses 0.5 on every sparse data set and 0.2 only on
-    the densest; early stopping cannot undo overfitting, longer training does undo underfitting."""
+    """On embeddings and residual branches."""
     block: Literal["pre_ln", "post_ln", "gated"] = "pre_ln"
-    """Transformer block: pre-LayerNorm (a LayerNorm before each branch and one after the last block: stable at any
-    depth and learning rate without tuning the warm-up); post-LayerNorm with a LayerNorm over the summed input
-    embeddings (BERT's and RecBole's layout; on Beauty it ranked the same, 0.0587 vs 0.0583 NDCG@10); or pre-LN with
+    """Transformer block: pre-LayerNorm (a LayerNorm before each branch and one after the last block);
+    post-LayerNorm with a LayerNorm over the summed input embeddings (BERT's and RecBole's layout); or pre-LN with
     gated residuals and a SwiGLU MLP (LiGR-style, as in eSASRec)."""
     attn_dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
-    """On the attention weights; SASRec and RecBole use the same rate as ``dropout``."""
+    """On the attention weights."""
     lr: float | None = Field(default=2e-3, gt=0.0, le=1.0)
-    """Overrides training.lr for this engine (None = use training.lr). 2e-3 for batches of 256 histories (twice
-    the usual 1e-3 for twice the usual 128, the linear-scaling rule): on Beauty it reached the same plateau in about
-    half the epochs of 1e-3."""
+    """Overrides training.lr for this engine (None = use training.lr)."""
     warmup_steps: int | None = Field(default=100, ge=0)
     """Overrides training.warmup_steps for this engine (None = use training.warmup_steps)."""
     patience: int | None = Field(default=10, ge=1, le=1000)
-    """Overrides training.patience for this engine (None = use training.patience): validation NDCG@10 over a few
-    thousand users moves by ±0.005 from noise alone, and 5 flat epochs stopped runs that were still improving."""
+    """Overrides training.patience for this engine (None = use training.patience)."""
     batching: Literal["by_length", "random"] | None = "random"
-    """Overrides training.batching for this engine (None = use training.batching). "random": every batch mixes
-    histories of every length, an unbiased sample of the training targets; length buckets pad less but give steps
-    of only short or only long histories, whose gradients differ systematically."""
+    """Overrides training.batching for this engine (None = use training.batching)."""
     batch_size: int | None = Field(default=256, ge=1, le=65_536)
     """Overrides training.batch_size for this engine (None = use training.batch_size): histories per batch."""
     batch_tokens: int | None = Field(default=8192, ge=1)
     """Overrides training.batch_tokens for this engine (None = use training.batch_tokens): padded positions per
-    batch, so long-history data still makes dozens of steps per epoch (8192 = 40 windows of 200)."""
+    batch."""
     average_epochs: float | None = Field(default=1.0, gt=0, le=1000)
-    """Overrides training.average_epochs for this engine (None = use training.average_epochs): validate and export
-    the moving average of the weights over about one epoch, which with dropout 0.5 ranks better than the weights of
-    any single step (+0.001–0.002 NDCG@10 on Beauty) and makes the best epoch a less noisy pick."""
+    """Overrides training.average_epochs for this engine (None = use training.average_epochs)."""
     positions: Literal["from_oldest", "from_newest"] = "from_oldest"
     """Learned positions counted from the oldest kept item, or back from the newest one."""
     loss: Literal["ce", "sampled_softmax", "bce"] = "ce"
@@ -120,9 +111,8 @@ class TransformerSettings(_Section):
     """Negatives per step for the sampled losses."""
     ahead: int = Field(default=3, ge=1, le=20)
     """Train each position to predict the next ``ahead`` items, not the next one only (needs loss "ce"): the j-th
-    item ahead has weight ``ahead_decay ** (j - 1)`` in the position's target distribution. The order of a user's
-    next few interactions is partly chance (a basket, a binge), so the near future is a truer target than the one
-    next item; it costs nothing, the softmax is shared. Evaluation still asks for the next item only."""
+    item ahead has weight ``ahead_decay ** (j - 1)`` in the position's target distribution. Evaluation still asks
+    for the next item only."""
     ahead_decay: float = Field(default=0.5, gt=0.0, le=1.0)
     inference_threads: int = Field(default=1, ge=1, le=64)
 
@@ -148,25 +138,19 @@ class NeuralSettings(_Section):
     feature_dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
     """Share of item occurrences trained without their id embedding, so the tower learns to embed from metadata."""
     dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
-    """Dropout on the user tower's history vectors. 0.5, as SASRec uses on sparse data: most catalogues are
-    sparse, and on the dense ML-100K it did no harm (NDCG@10 0.1051 with 0.5 vs 0.1035 with 0.3)."""
+    """Dropout on the user tower's history vectors."""
     title_buckets: int = Field(default=4096, ge=16, le=1_000_000)
     full_softmax_items: int = Field(default=20_000, ge=0)
-    """Catalogues up to this size train against every item at each step (exact softmax: no sampling bias, the
-    cost of one (positions × items) product, as the transformer's loss). Larger ones use the batch's own targets
-    plus ``n_uniform_negatives``, with log-Q correction."""
+    """Catalogues up to this size train against every item at each step (exact softmax). Larger ones use the
+    batch's own targets plus ``n_uniform_negatives``, with log-Q correction."""
     n_uniform_negatives: int = Field(default=4096, ge=0, le=100_000)
-    """Uniform negatives added to the in-batch ones (sampled softmax only): in-batch candidates are all
-    popular-ish items, uniform ones cover the long tail the model must also learn to rank below the target."""
+    """Uniform negatives added to the in-batch ones (sampled softmax only), so the long tail is sampled too."""
     patience: int | None = Field(default=10, ge=1, le=1000)
-    """Overrides training.patience for this engine (None = use training.patience), as for the transformer:
-    validation NDCG@10 over a few hundred or thousand users moves by ±0.005 from noise alone, and 5 flat epochs
-    stopped ML-100K runs at NDCG@10 0.09 that reach 0.105 when let run."""
+    """Overrides training.patience for this engine (None = use training.patience)."""
     ann_threshold: int = Field(default=50_000, ge=0)
     """Catalogues with more items than this are served from an ANN index instead of an exact matrix product."""
     ann_kind: Literal["hnsw", "ivf"] = "ivf"
-    """IVF by default: at 1M items it kept recall@10 ≈ 0.97 on user-like queries where HNSW (efSearch 128) fell
-    to ≈ 0.66 (benchmarks/results/ann.md)."""
+    """The ANN index for catalogues above ``ann_threshold`` (benchmarks/results/ann.md compares the two)."""
     inference_threads: int = Field(default=1, ge=1, le=64)
 
 

@@ -16,8 +16,8 @@ import pytest
 import reliability_harness as rh
 from reliability_harness import Deployment
 
+from recengine.data.events import read_sqlite_events
 from recengine.engines.artifact import current_dir, set_current
-from recengine.serving.events import read_sqlite_events
 
 pytestmark = pytest.mark.reliability
 

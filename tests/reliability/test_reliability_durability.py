@@ -11,7 +11,7 @@ import pytest
 import reliability_harness as rh
 from reliability_harness import Deployment
 
-from recengine.serving.events import read_sqlite_events
+from recengine.data.events import read_sqlite_events
 
 pytestmark = pytest.mark.reliability
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recengine.data.dataset import TRAIN, Dataset
+from recengine.data.dataset import TRAIN, VALID, Dataset
 from recengine.engines.artifact import read_artifact, require
 from recengine.engines.base import Engine, history_bags
 from recengine.errors import CatalogueTooLarge, DataError
@@ -62,7 +62,7 @@ class EASE(Engine):
         del x
         best: tuple[float, float, torch.Tensor] | None = None
         tried: dict[str, float] = {}
-        has_valid = bool((dataset.split == 1).any())
+        has_valid = bool((dataset.split == VALID).any())
         for lam in config.lambdas if has_valid else config.lambdas[:1]:
             b = ease_weights(gram, lam)
             if not has_valid:

@@ -2,7 +2,7 @@
 
 from recengine.serving.breaker import CircuitBreaker
 from recengine.serving.cache import Cache, FailoverCache, MemoryCache, RedisCache
-from recengine.serving.events import Event, EventLog, RedisStreamEventLog, SqliteEventLog, merge_event_log
+from recengine.serving.events import Event, EventLog, RedisStreamEventLog, SqliteEventLog
 from recengine.serving.history import (
     FailoverHistoryStore,
     HistoryStore,
@@ -34,5 +34,4 @@ __all__ = [
     "RuntimeConfig",
     "SqliteEventLog",
     "decide",
-    "merge_event_log",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recengine.data.dataset import TRAIN, Dataset
+from recengine.data.dataset import TEST, TRAIN, Dataset
 from recengine.data.splits import leave_one_out
 from recengine.errors import DataError
 from recengine.evaluation import rank_metrics
@@ -27,7 +27,7 @@ def hide_items(dataset: Dataset, fraction: float, seed: int = 0) -> tuple[Datase
     """A copy of ``dataset`` without any interaction of a random ``fraction`` of the items, and those items."""
     if not 0.0 < fraction < 1.0:
         raise DataError(f"cold-start fraction must be in (0, 1), got {fraction}")
-    present = np.flatnonzero(dataset.item_counts(max_split=2)[1:] > 0) + 1
+    present = np.flatnonzero(dataset.item_counts(max_split=TEST)[1:] > 0) + 1
     n_hide = max(1, round(fraction * present.size))
     if n_hide >= present.size:
         raise DataError(f"cannot hide {n_hide} of {present.size} items and still train")
@@ -73,7 +73,7 @@ def genre_scores(dataset: Dataset, train: Dataset, histories: list[np.ndarray], 
     for i, cs in enumerate(cats):
         for c in cs:
             item_genre[i, vocab[c]] = 1.0
-    counts = train.item_counts(max_split=2).astype(np.float32)
+    counts = train.item_counts(max_split=TEST).astype(np.float32)
     genre_pop = counts @ item_genre
     genre_pop /= max(float(genre_pop.sum()), 1.0)
     pop_score = torch.from_numpy(item_genre @ genre_pop)  # (N+1,)
