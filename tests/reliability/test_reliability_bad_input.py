@@ -13,11 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-import reliability_harness as rh
-from reliability_harness import Deployment
 
 from recengine.engines.artifact import current_dir, set_current
 from recengine.serving.events import read_sqlite_events
+from tests.reliability import reliability_harness as rh
+from tests.reliability.reliability_harness import Deployment
 
 pytestmark = pytest.mark.reliability
 
