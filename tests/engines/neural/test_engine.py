@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from recengine.data.dataset import TRAIN, Dataset
-from recengine.engines import load_engine
 from recengine.engines.neural.engine import NeuralEngine
 from recengine.engines.neural.features import FeatureVocab
 from recengine.engines.neural.model import TwoTower, TwoTowerConfig
 from recengine.engines.popularity import Popularity
-from recengine.errors import ArtifactError, DataError, NoHistory
+from recengine.errors import ArtifactError, DataError
 from recengine.evaluation import evaluate
 from recengine.settings import NeuralSettings, TrainingSettings
+from tests.engines.contract import EngineContract
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,11 @@ def untrained(ds: Dataset, **kwargs: object) -> NeuralEngine:
     )
 
 
+class TestNeuralContract(EngineContract):
+    engine_name = "neural"
+    needs_history = True
+
+
 def test_fit_beats_popularity_and_records_the_run(trained: NeuralEngine, small_dataset: Dataset) -> None:
     ours = evaluate(trained.score, small_dataset, "test", ks=(10,))["ndcg@10"]
     pop = evaluate(Popularity.fit(small_dataset).score, small_dataset, "test", ks=(10,))["ndcg@10"]
@@ -57,26 +62,6 @@ def test_fit_beats_popularity_and_records_the_run(trained: NeuralEngine, small_d
     assert trained.metrics["best_epoch"] >= 0 and trained.metrics["seconds_per_epoch"] > 0
     run_dir = trained.tracker.run_dir()
     assert run_dir is not None and (run_dir / "metrics").is_dir()
-
-
-def test_score_has_the_contract_shape_and_refuses_empty_histories(small_dataset: Dataset) -> None:
-    engine = untrained(small_dataset)
-    scores = engine.score([np.array([1, 2]), np.array([3])])
-    assert scores.shape == (2, small_dataset.n_items + 1) and torch.isneginf(scores[:, 0]).all()
-    with pytest.raises(NoHistory, match="history 1"):
-        engine.score([np.array([1]), np.array([], dtype=np.int64)])
-    with pytest.raises(DataError, match="outside"):
-        engine.score([np.array([small_dataset.n_items + 5])])
-
-
-def test_export_then_load_gives_identical_scores(trained: NeuralEngine, small_dataset: Dataset, tmp_path: Path) -> None:
-    histories = [np.array([1, 5, 9]), np.array([7])]
-    trained.save(tmp_path / "m")
-    loaded = load_engine(tmp_path / "m")
-    assert isinstance(loaded, NeuralEngine)
-    assert torch.equal(trained.score(histories), loaded.score(histories))
-    assert np.array_equal(trained.similar_items(np.array([3]), 5)[0], loaded.similar_items(np.array([3]), 5)[0])
-    assert loaded.inference_threads == trained.inference_threads == NeuralSettings().inference_threads
 
 
 def test_inference_uses_the_configured_threads(trained: NeuralEngine) -> None:
@@ -103,13 +88,6 @@ def test_ann_serving_agrees_with_exact_serving(small_dataset: Dataset, kind: str
     for row, h in zip(got, histories, strict=True):
         assert not np.isin(row, h).any()
     assert np.allclose(np.sort(want_scores, axis=1), np.sort(got_scores, axis=1), atol=1e-4) or overlap < 1
-
-
-def test_similar_items_leaves_the_item_out(small_dataset: Dataset) -> None:
-    engine = untrained(small_dataset)
-    ids, scores = engine.similar_items(np.array([1, 2]), 5)
-    assert ids.shape == (2, 5) and 1 not in ids[0] and 2 not in ids[1]
-    assert (np.diff(scores, axis=1) <= 1e-6).all()
 
 
 def _category_user(ds: Dataset, category: str) -> np.ndarray:
