@@ -17,6 +17,7 @@ from recengine.engines.popularity import Popularity
 from recengine.errors import ArtifactError, DataError
 from recengine.evaluation import evaluate
 from recengine.settings import NeuralSettings, TrainingSettings
+from tests.conftest import make_dataset
 from tests.engines.contract import EngineContract
 
 
@@ -64,7 +65,9 @@ def test_fit_beats_popularity_and_records_the_run(trained: NeuralEngine, small_d
     assert run_dir is not None and (run_dir / "metrics").is_dir()
 
 
-def test_inference_uses_the_configured_threads(trained: NeuralEngine) -> None:
+def test_inference_uses_the_configured_threads(trained: NeuralEngine, tmp_path: Path) -> None:
+    loaded = NeuralEngine.load(trained.save(tmp_path / "m"))
+    assert loaded.inference_threads == trained.inference_threads == NeuralSettings().inference_threads
     before = torch.get_num_threads()
     try:
         trained.inference_threads = 2 if before != 2 else 1
@@ -74,20 +77,44 @@ def test_inference_uses_the_configured_threads(trained: NeuralEngine) -> None:
         torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """~3,150 items: IVF gets 78 lists and probes 16 of them, HNSW searches 128 of the graph's nodes, so both
+    answer approximately (on 120 items both indexes degenerate to exact search)."""
+    return make_dataset(tmp_path_factory.mktemp("catalogue"), n_users=1000, n_items=5000, seed=4, mean_length=8.0)
+
+
+#: The least mean recall@10 of users' ANN answers against exact search. Measured on this catalogue with the
+#: default index settings: IVF 0.962, HNSW 0.990 (300 users; 28 % / 9 % of rows differ from exact).
+ANN_RECALL = {"ivf": 0.90, "hnsw": 0.95}
+
+
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
-def test_ann_serving_agrees_with_exact_serving(small_dataset: Dataset, kind: str) -> None:
-    exact = untrained(small_dataset)
-    ann = untrained(small_dataset, ann_threshold=10, ann_kind=kind)
+def test_ann_serving_finds_most_of_the_exact_answer(catalogue: Dataset, kind: str) -> None:
+    exact = untrained(catalogue)
+    ann = untrained(catalogue, ann_threshold=10, ann_kind=kind)
     assert exact.index.kind == "exact" and ann.index.kind == kind
+    faiss_index = ann.index.index
+    if kind == "ivf":
+        assert faiss_index.nprobe < faiss_index.nlist, "probing every list is exact search"
+    else:
+        assert faiss_index.hnsw.efSearch < ann.n_items, "a search wider than the graph is exact search"
     assert "ann" not in exact.metrics and ann.metrics["ann"]["recall@10"] >= 0.95  # measured when the index is built
-    histories = [np.array([1, 2, 3]), np.array([4, 5])]
+    sequences = catalogue.sequences()
+    histories = [sequences[u] for u in range(1, 301)]
     want, want_scores = exact.recommend(histories, k=10)
     got, got_scores = ann.recommend(histories, k=10)
-    overlap = np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(want, got, strict=True)])
-    assert overlap >= 0.95
+    recall = np.array([len(np.intersect1d(a, b)) / 10 for a, b in zip(want, got, strict=True)])
+    assert recall.mean() >= ANN_RECALL[kind], recall.mean()
+    assert (recall < 1).any(), "every answer exact: this catalogue does not exercise the approximation"
     for row, h in zip(got, histories, strict=True):
-        assert not np.isin(row, h).any()
-    assert np.allclose(np.sort(want_scores, axis=1), np.sort(got_scores, axis=1), atol=1e-4) or overlap < 1
+        assert (row > 0).all() and not np.isin(row, h).any()
+    # Both indexes keep the full vectors: an item the ANN finds carries its exact score, and the j-th best of a
+    # subset of the candidates can never beat the exact j-th best.
+    for g, gs, w, ws in zip(got, got_scores, want, want_scores, strict=True):
+        _, gi, wi = np.intersect1d(g, w, return_indices=True)
+        np.testing.assert_allclose(gs[gi], ws[wi], rtol=1e-5, atol=1e-5)
+    assert (got_scores <= want_scores + 1e-5).all()
 
 
 def _category_user(ds: Dataset, category: str) -> np.ndarray:
