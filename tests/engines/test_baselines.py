@@ -1,4 +1,4 @@
-"""The baseline engines and the Engine/artifact contract they share with every other engine."""
+"""The baseline engines (popularity, EASE): their run of the Engine contract, what only they do, and artifacts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The neural engine end to end: fit with tracking, exact and ANN serving, new items, export and reload."""
+"""The neural engine: its run of the Engine contract, training with tracking, ANN serving, new items, reloads."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The transformer engine end to end: train with Lightning + MLflow, beat popularity, export, load, serve."""
+"""The transformer engine: its run of the Engine contract, and training (beats popularity, best epoch, MLflow)."""
 
 from __future__ import annotations
 
