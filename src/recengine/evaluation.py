@@ -27,14 +27,19 @@ Scorer = Callable[[Sequence[np.ndarray]], np.ndarray | torch.Tensor]
 
 
 def mask_scores(scores: torch.Tensor, histories: Sequence[np.ndarray]) -> torch.Tensor:
-    """Set padding and every history item to -inf, in place; returns ``scores``."""
+    """Set padding and every history item to -inf, in place; returns ``scores``.
+
+    Indices that name no column (negative or past the last item) are skipped: there is nothing to hide, and a
+    negative index would otherwise wrap around onto the last items.
+    """
     scores[:, 0] = -torch.inf
     if not histories:
         return scores
     rows = np.concatenate([np.full(len(h), i, dtype=np.int64) for i, h in enumerate(histories)])
     cols = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories])
-    if rows.size:
-        scores[torch.from_numpy(rows), torch.from_numpy(cols)] = -torch.inf
+    named = (cols > 0) & (cols < scores.shape[1])
+    if named.any():
+        scores[torch.from_numpy(rows[named]), torch.from_numpy(cols[named])] = -torch.inf
     return scores
 
 

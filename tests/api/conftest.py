@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -8,16 +7,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))  # the shared fakes
-
-from gateway_helpers import ADMIN_KEY
-
 from recengine.api.app import create_app
 from recengine.data.dataset import Dataset
 from recengine.engines.artifact import set_current, version_dir
 from recengine.engines.ease import EASE
 from recengine.engines.popularity import Popularity
 from recengine.settings import EaseSettings, Settings, load_settings
+from tests.api.gateway_helpers import ADMIN_KEY
 
 
 @pytest.fixture(scope="session")

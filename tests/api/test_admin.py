@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from gateway_helpers import ADMIN_KEY, assert_problem
 
 from recengine.api.app import create_app
 from recengine.data.dataset import Dataset
 from recengine.engines.artifact import set_current, version_dir
 from recengine.engines.popularity import Popularity
 from recengine.settings import Settings
+from tests.api.gateway_helpers import ADMIN_KEY, assert_problem
 
 AUTH = {"X-API-Key": ADMIN_KEY}
 

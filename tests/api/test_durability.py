@@ -103,7 +103,7 @@ def test_serve_without_models_says_how_to_train(tmp_path: Path) -> None:
 def test_an_event_log_that_cannot_write_is_a_503_and_nothing_is_acknowledged(
     make_settings: Callable[..., Settings],
 ) -> None:
-    from gateway_helpers import assert_problem
+    from tests.api.gateway_helpers import assert_problem
 
     with TestClient(create_app(make_settings())) as c:
         log = c.app.state.gateway.service.events  # type: ignore[attr-defined]

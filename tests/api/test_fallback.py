@@ -6,12 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from gateway_fakes import FakeEngine
-from gateway_helpers import assert_problem
 
 from recengine.api.app import create_app
 from recengine.data.dataset import Dataset
 from recengine.settings import Settings
+from tests.api.gateway_helpers import assert_problem
+from tests.fakes import FakeEngine
 
 
 def test_engine_failures_fall_back_and_open_the_circuit(

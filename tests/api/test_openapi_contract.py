@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from gateway_helpers import ADMIN_KEY, assert_problem
+
+from tests.api.gateway_helpers import ADMIN_KEY, assert_problem
 
 ADMIN = {"X-API-Key": ADMIN_KEY}
 

@@ -142,7 +142,7 @@ def test_redis_events_backend_without_redis_is_a_config_error(make_settings: Cal
 def test_shared_overrides_reach_another_replica(
     redis_url: str, make_settings: Callable[..., Settings], known_user: str
 ) -> None:
-    from gateway_helpers import ADMIN_KEY
+    from tests.api.gateway_helpers import ADMIN_KEY
 
     redis.Redis.from_url(redis_url).delete("recengine:runtime_overrides")
     settings = make_settings(cache={"redis_url": redis_url}, serving={"reload_poll_s": 0.05})

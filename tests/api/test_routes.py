@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from gateway_helpers import assert_answer, assert_problem
 
 from recengine.data.dataset import Dataset
+from tests.api.gateway_helpers import assert_answer, assert_problem
 
 
 def test_get_recommendations_for_a_known_user(client: TestClient, known_user: str, small_dataset: Dataset) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 
 import schemathesis
 from fastapi.testclient import TestClient
-from gateway_helpers import ADMIN_KEY
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -22,6 +21,7 @@ from schemathesis.specs.openapi.checks import (
 
 from recengine.api.app import create_app
 from recengine.settings import Settings
+from tests.api.gateway_helpers import ADMIN_KEY
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 

@@ -1,4 +1,4 @@
-"""The baseline engines and the Engine/artifact contract they share with every other engine."""
+"""The baseline engines (popularity, EASE): their run of the Engine contract, what only they do, and artifacts."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from recengine.engines.popularity import Popularity
 from recengine.errors import ArtifactError, CatalogueTooLarge, ConfigError
 from recengine.evaluation import evaluate
 from recengine.settings import EaseSettings, PopularitySettings
+from tests.engines.contract import EngineContract
 
 
 @pytest.fixture(scope="module")
@@ -30,54 +31,22 @@ def pop(small_dataset: Dataset) -> Popularity:
     return Popularity.fit(small_dataset)
 
 
-# ---- contract: every engine ----------------------------------------------------------------------------------------
-ENGINES = ["pop", "ease"]
+# ---- the Engine contract (tests/engines/contract.py) -----------------------------------------------------------------
+class TestPopularityContract(EngineContract):
+    engine_name = "popularity"
+    needs_history = False
 
 
-@pytest.mark.parametrize("name", ENGINES)
-def test_recommend_excludes_history_and_extra_items(
-    name: str, request: pytest.FixtureRequest, small_dataset: Dataset
-) -> None:
+class TestEASEContract(EngineContract):
+    engine_name = "ease"
+    needs_history = False
+
+
+@pytest.mark.parametrize("name", ["pop", "ease"])
+def test_save_adopts_the_version_it_wrote(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     engine: Engine = request.getfixturevalue(name)
-    seqs = small_dataset.sequences()
-    histories = [seqs[1], seqs[2]]
-    exclude = [np.array([5, 6]), np.array([], dtype=np.int64)]
-    ids, scores = engine.recommend(histories, k=10, exclude=exclude)
-    assert ids.shape == scores.shape == (2, 10)
-    assert not set(ids[0]) & (set(histories[0].tolist()) | {5, 6, 0})
-    assert not set(ids[1]) & (set(histories[1].tolist()) | {0})
-    assert np.all(np.diff(scores, axis=1) <= 0), "best first"
-
-
-@pytest.mark.parametrize("name", ENGINES)
-def test_save_load_gives_identical_scores(
-    name: str, request: pytest.FixtureRequest, small_dataset: Dataset, tmp_path: Path
-) -> None:
-    engine: Engine = request.getfixturevalue(name)
-    engine.save(tmp_path / "m")
-    loaded = load_engine(tmp_path / "m")
-    assert type(loaded) is type(engine)
-    histories = small_dataset.sequences()[1:20]
-    torch.testing.assert_close(loaded.score(histories), engine.score(histories))
-    assert loaded.item_ids.ids == engine.item_ids.ids
-    assert loaded.items.titles == small_dataset.items.titles
+    loaded = load_engine(engine.save(tmp_path / "m"))
     assert loaded.version == engine.version != "unversioned"
-
-
-@pytest.mark.parametrize("name", ENGINES)
-def test_similar_items_leave_the_item_out(name: str, request: pytest.FixtureRequest) -> None:
-    engine: Engine = request.getfixturevalue(name)
-    ids, _ = engine.similar_items(np.array([3, 7]), k=5)
-    assert ids.shape == (2, 5)
-    assert 3 not in ids[0] and 7 not in ids[1]
-
-
-def test_recommend_pads_when_catalogue_is_exhausted(pop: Popularity, small_dataset: Dataset) -> None:
-    everything = np.arange(1, small_dataset.n_items + 1)
-    ids, scores = pop.recommend([everything[:-2]], k=5)
-    assert set(ids[0][:2]) == set(everything[-2:])
-    assert list(ids[0][2:]) == [0, 0, 0]
-    assert np.isneginf(scores[0][2:]).all()
 
 
 def test_topk_caps_k_at_catalogue_size() -> None:

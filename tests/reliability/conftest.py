@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import reliability_harness as rh
-from reliability_harness import Deployment
 
 from recengine.data.dataset import Dataset
 from recengine.data.synthetic import SynthConfig, generate
@@ -22,6 +20,8 @@ from recengine.engines.artifact import set_current, version_dir
 from recengine.engines.ease import EASE
 from recengine.engines.popularity import Popularity
 from recengine.settings import EaseSettings
+from tests.reliability import reliability_harness as rh
+from tests.reliability.reliability_harness import Deployment
 
 
 @pytest.fixture(scope="session")

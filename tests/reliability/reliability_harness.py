@@ -1,7 +1,7 @@
 """The reliability suite's tools: a server subprocess, a private Redis, an open-loop load generator, a report.
 
 Everything listens on 127.0.0.1 only, on ports the OS picks. Kept apart from ``conftest.py`` so test modules can
-import the classes (``import reliability_harness as rh``).
+import the classes (``from tests.reliability import reliability_harness as rh``).
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import reliability_harness as rh
-from reliability_harness import Deployment
+
+from tests.reliability import reliability_harness as rh
+from tests.reliability.reliability_harness import Deployment
 
 pytestmark = pytest.mark.reliability
 

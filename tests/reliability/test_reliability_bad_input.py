@@ -13,11 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-import reliability_harness as rh
-from reliability_harness import Deployment
 
 from recengine.data.events import read_sqlite_events
 from recengine.engines.artifact import current_dir, set_current
+from tests.reliability import reliability_harness as rh
+from tests.reliability.reliability_harness import Deployment
 
 pytestmark = pytest.mark.reliability
 

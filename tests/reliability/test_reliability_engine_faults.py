@@ -13,8 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import reliability_harness as rh
-from reliability_harness import Deployment
+
+from tests.reliability import reliability_harness as rh
+from tests.reliability.reliability_harness import Deployment
 
 pytestmark = pytest.mark.reliability
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import reliability_harness as rh
 from prometheus_client.parser import text_string_to_metric_families
-from reliability_harness import Deployment
+
+from tests.reliability import reliability_harness as rh
+from tests.reliability.reliability_harness import Deployment
 
 pytestmark = pytest.mark.reliability
 

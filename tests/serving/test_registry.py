@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gateway_fakes import FakeEngine
 
 from recengine.data.dataset import Dataset
 from recengine.engines.artifact import set_current, version_dir
 from recengine.engines.popularity import Popularity
 from recengine.errors import ArtifactError
 from recengine.serving.registry import ModelRegistry, smoke_test
+from tests.fakes import FakeEngine
 
 
 def write_popularity(root: Path, ds: Dataset, version: str, current: bool = True) -> Path:

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from gateway_fakes import FakeEngine
 
 from recengine.errors import EngineUnavailable, NotFound
 from recengine.serving.cache import MemoryCache
@@ -16,6 +15,7 @@ from recengine.serving.history import MemoryHistoryStore
 from recengine.serving.registry import ModelRegistry
 from recengine.serving.routing import RuntimeConfig
 from recengine.serving.service import RecommendationService, RecommendRequest
+from tests.fakes import FakeEngine
 
 pytestmark = pytest.mark.anyio
 

@@ -9,6 +9,13 @@ layer translates external ids. A history is an int64 array of item indices in ti
     scores = engine.score(histories)                                # (B, n_items + 1) — used by the evaluator
     ids, scores = engine.recommend(histories, k=10, exclude=...)    # (B, k) each, best first
     ids, scores = engine.similar_items(np.array([item]), k=10)     # (B, k) each, the item itself left out
+
+Unknown items are skipped, never an error: an index that names no item (0, negative, or above ``n_items``) is
+dropped wherever indices are accepted (histories, ``exclude``, ``similar_items``), so a stale or foreign id from a
+client cannot fail a request. A history left without a known item is an empty history: an engine whose
+``needs_history`` is True raises :class:`~recengine.errors.NoHistory` for it (and for ``similar_items`` of an
+unknown item), the others answer it as they answer an empty one. ``tests/engines/contract.py`` checks this, and
+the rest of the contract, on every engine.
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ class Engine(ABC):
     # ---- inference ---------------------------------------------------------------------------------------------
     @abstractmethod
     def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
-        """Scores of every item for each history: float32 tensor (B, n_items + 1), column 0 unused."""
+        """Scores of every item for each history: float32 tensor (B, n_items + 1), column 0 (padding) -inf."""
 
     def recommend(
         self,
@@ -135,6 +142,12 @@ def topk(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     values, indices = torch.topk(scores, k, dim=1)
     indices = torch.where(torch.isinf(values) & (values < 0), torch.zeros_like(indices), indices)
     return indices.numpy(), values.numpy()
+
+
+def known_items(history: np.ndarray, n_items: int) -> np.ndarray:
+    """The indices of ``history`` that name an item (1..n_items), in their order; unknown ones are skipped."""
+    h = np.asarray(history, dtype=np.int64).reshape(-1)
+    return h[(h > 0) & (h <= n_items)]
 
 
 def history_bags(histories: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from recengine.data.dataset import TRAIN, VALID, Dataset
 from recengine.engines.artifact import read_artifact, require
-from recengine.engines.base import Engine, history_bags
+from recengine.engines.base import Engine, history_bags, known_items
 from recengine.errors import CatalogueTooLarge, DataError
 from recengine.evaluation import evaluate
 from recengine.settings import EaseSettings
@@ -91,8 +91,10 @@ class EASE(Engine):
 
     def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
         # x·B for a binary x is the sum of B's history rows: embedding_bag reads only those rows.
-        flat, offsets = history_bags(histories)
-        return F.embedding_bag(flat, self.weights, offsets, mode="sum")
+        flat, offsets = history_bags([known_items(h, self.n_items) for h in histories])
+        scores = F.embedding_bag(flat, self.weights, offsets, mode="sum")
+        scores[:, 0] = -torch.inf  # padding, as in every engine's scores (the evaluator masks it anyway)
+        return scores
 
     def save(self, path: Path) -> Path:
         return self._write(path, {"weights": self.weights})

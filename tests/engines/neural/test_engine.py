@@ -1,4 +1,4 @@
-"""The neural engine end to end: fit with tracking, exact and ANN serving, new items, export and reload."""
+"""The neural engine: its run of the Engine contract, training with tracking, ANN serving, new items, reloads."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ import pytest
 import torch
 
 from recengine.data.dataset import TRAIN, Dataset
-from recengine.engines import load_engine
 from recengine.engines.neural.engine import NeuralEngine
 from recengine.engines.neural.features import FeatureVocab
 from recengine.engines.neural.model import TwoTower, TwoTowerConfig
 from recengine.engines.popularity import Popularity
-from recengine.errors import ArtifactError, DataError, NoHistory
+from recengine.errors import ArtifactError, DataError
 from recengine.evaluation import evaluate
 from recengine.settings import NeuralSettings, TrainingSettings
+from tests.conftest import make_dataset
+from tests.engines.contract import EngineContract
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,11 @@ def untrained(ds: Dataset, **kwargs: object) -> NeuralEngine:
     )
 
 
+class TestNeuralContract(EngineContract):
+    engine_name = "neural"
+    needs_history = True
+
+
 def test_fit_beats_popularity_and_records_the_run(trained: NeuralEngine, small_dataset: Dataset) -> None:
     ours = evaluate(trained.score, small_dataset, "test", ks=(10,))["ndcg@10"]
     pop = evaluate(Popularity.fit(small_dataset).score, small_dataset, "test", ks=(10,))["ndcg@10"]
@@ -59,27 +65,9 @@ def test_fit_beats_popularity_and_records_the_run(trained: NeuralEngine, small_d
     assert run_dir is not None and (run_dir / "metrics").is_dir()
 
 
-def test_score_has_the_contract_shape_and_refuses_empty_histories(small_dataset: Dataset) -> None:
-    engine = untrained(small_dataset)
-    scores = engine.score([np.array([1, 2]), np.array([3])])
-    assert scores.shape == (2, small_dataset.n_items + 1) and torch.isneginf(scores[:, 0]).all()
-    with pytest.raises(NoHistory, match="history 1"):
-        engine.score([np.array([1]), np.array([], dtype=np.int64)])
-    with pytest.raises(DataError, match="outside"):
-        engine.score([np.array([small_dataset.n_items + 5])])
-
-
-def test_export_then_load_gives_identical_scores(trained: NeuralEngine, small_dataset: Dataset, tmp_path: Path) -> None:
-    histories = [np.array([1, 5, 9]), np.array([7])]
-    trained.save(tmp_path / "m")
-    loaded = load_engine(tmp_path / "m")
-    assert isinstance(loaded, NeuralEngine)
-    assert torch.equal(trained.score(histories), loaded.score(histories))
-    assert np.array_equal(trained.similar_items(np.array([3]), 5)[0], loaded.similar_items(np.array([3]), 5)[0])
+def test_inference_uses_the_configured_threads(trained: NeuralEngine, tmp_path: Path) -> None:
+    loaded = NeuralEngine.load(trained.save(tmp_path / "m"))
     assert loaded.inference_threads == trained.inference_threads == NeuralSettings().inference_threads
-
-
-def test_inference_uses_the_configured_threads(trained: NeuralEngine) -> None:
     before = torch.get_num_threads()
     try:
         trained.inference_threads = 2 if before != 2 else 1
@@ -89,27 +77,44 @@ def test_inference_uses_the_configured_threads(trained: NeuralEngine) -> None:
         torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """~3,150 items: IVF gets 78 lists and probes 16 of them, HNSW searches 128 of the graph's nodes, so both
+    answer approximately (on 120 items both indexes degenerate to exact search)."""
+    return make_dataset(tmp_path_factory.mktemp("catalogue"), n_users=1000, n_items=5000, seed=4, mean_length=8.0)
+
+
+#: The least mean recall@10 of users' ANN answers against exact search. Measured on this catalogue with the
+#: default index settings: IVF 0.962, HNSW 0.990 (300 users; 28 % / 9 % of rows differ from exact).
+ANN_RECALL = {"ivf": 0.90, "hnsw": 0.95}
+
+
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
-def test_ann_serving_agrees_with_exact_serving(small_dataset: Dataset, kind: str) -> None:
-    exact = untrained(small_dataset)
-    ann = untrained(small_dataset, ann_threshold=10, ann_kind=kind)
+def test_ann_serving_finds_most_of_the_exact_answer(catalogue: Dataset, kind: str) -> None:
+    exact = untrained(catalogue)
+    ann = untrained(catalogue, ann_threshold=10, ann_kind=kind)
     assert exact.index.kind == "exact" and ann.index.kind == kind
+    faiss_index = ann.index.index
+    if kind == "ivf":
+        assert faiss_index.nprobe < faiss_index.nlist, "probing every list is exact search"
+    else:
+        assert faiss_index.hnsw.efSearch < ann.n_items, "a search wider than the graph is exact search"
     assert "ann" not in exact.metrics and ann.metrics["ann"]["recall@10"] >= 0.95  # measured when the index is built
-    histories = [np.array([1, 2, 3]), np.array([4, 5])]
+    sequences = catalogue.sequences()
+    histories = [sequences[u] for u in range(1, 301)]
     want, want_scores = exact.recommend(histories, k=10)
     got, got_scores = ann.recommend(histories, k=10)
-    overlap = np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(want, got, strict=True)])
-    assert overlap >= 0.95
+    recall = np.array([len(np.intersect1d(a, b)) / 10 for a, b in zip(want, got, strict=True)])
+    assert recall.mean() >= ANN_RECALL[kind], recall.mean()
+    assert (recall < 1).any(), "every answer exact: this catalogue does not exercise the approximation"
     for row, h in zip(got, histories, strict=True):
-        assert not np.isin(row, h).any()
-    assert np.allclose(np.sort(want_scores, axis=1), np.sort(got_scores, axis=1), atol=1e-4) or overlap < 1
-
-
-def test_similar_items_leaves_the_item_out(small_dataset: Dataset) -> None:
-    engine = untrained(small_dataset)
-    ids, scores = engine.similar_items(np.array([1, 2]), 5)
-    assert ids.shape == (2, 5) and 1 not in ids[0] and 2 not in ids[1]
-    assert (np.diff(scores, axis=1) <= 1e-6).all()
+        assert (row > 0).all() and not np.isin(row, h).any()
+    # Both indexes keep the full vectors: an item the ANN finds carries its exact score, and the j-th best of a
+    # subset of the candidates can never beat the exact j-th best.
+    for g, gs, w, ws in zip(got, got_scores, want, want_scores, strict=True):
+        _, gi, wi = np.intersect1d(g, w, return_indices=True)
+        np.testing.assert_allclose(gs[gi], ws[wi], rtol=1e-5, atol=1e-5)
+    assert (got_scores <= want_scores + 1e-5).all()
 
 
 def _category_user(ds: Dataset, category: str) -> np.ndarray:

@@ -25,7 +25,7 @@ import torch
 
 from recengine.data.dataset import TRAIN, Dataset, IdMap, ItemCatalog
 from recengine.engines.artifact import read_artifact, require, write_artifact
-from recengine.engines.base import Engine, stored_threads, use_threads
+from recengine.engines.base import Engine, known_items, stored_threads, use_threads
 from recengine.engines.index import ExactIndex, VectorIndex, build_index, recall_at_k
 from recengine.engines.neural.features import FeatureVocab, parse_new_items
 from recengine.engines.neural.model import ItemInputs, TwoTower, TwoTowerConfig, pad_right
@@ -177,14 +177,12 @@ class NeuralEngine(Engine):
         return self.model.item_vectors(inputs).float().contiguous()
 
     def _check(self, histories: Sequence[np.ndarray], n_items: int) -> list[np.ndarray]:
+        """The known items of each history (unknown indices skipped); NoHistory when a history has none."""
         out = []
         for row, h in enumerate(histories):
-            arr = np.asarray(h, dtype=np.int64).reshape(-1)
-            arr = arr[arr != 0]
+            arr = known_items(h, n_items)
             if arr.size == 0:
-                raise NoHistory(f"history {row} is empty; the neural engine needs at least one known item")
-            if arr.min() < 0 or arr.max() > n_items:
-                raise DataError(f"history {row} holds item indices outside 1..{n_items}")
+                raise NoHistory(f"history {row} has no known items; the neural engine needs at least one")
             out.append(arr)
         return out
 
@@ -225,12 +223,16 @@ class NeuralEngine(Engine):
         return ids, cos / float(self.model.temperature)
 
     def similar_items(self, item_indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest items by cosine of the item vectors, the item itself left out."""
+        """Nearest items by cosine of the item vectors, the item itself left out.
+
+        An unknown item has no vector: like an empty history, it raises NoHistory."""
         items = np.asarray(item_indices, dtype=np.int64).reshape(-1)
         matrix = self.item_matrix
         use_threads(self.inference_threads)
-        if items.size and (items.min() < 1 or items.max() >= matrix.shape[0]):
-            raise DataError(f"item indices must be in 1..{matrix.shape[0] - 1}")
+        unknown = np.flatnonzero((items < 1) | (items >= matrix.shape[0]))
+        if unknown.size:
+            row = int(unknown[0])
+            raise NoHistory(f"item {row} (index {items[row]}) is not in the catalogue 1..{matrix.shape[0] - 1}")
         return self.index.search(matrix[items].numpy(), k, exclude=[np.asarray([i]) for i in items])
 
     # ---- new items ---------------------------------------------------------------------------------------------
@@ -294,13 +296,16 @@ class NeuralEngine(Engine):
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{path}/config.json: malformed neural model section ({exc})") from None
         model = TwoTower(model_config)
-        state = {k.removeprefix("model."): v for k, v in art.tensors.items() if k.startswith("model.")}
+        expected = {f"model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
+        # Checked by the names stored in the file, so the error names the tensor as weights.safetensors spells it.
+        unexpected = sorted(k for k in art.tensors if k.startswith("model.") and k not in expected)
         try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ArtifactError(
-                f"{path}/weights.safetensors: weights do not fit the model in config.json ({exc})"
-            ) from None
+            if unexpected:
+                raise ArtifactError(f"{path}: weights.safetensors has unexpected tensors {unexpected}")
+            state = {k.removeprefix("model."): require(art, k, shape) for k, shape in expected.items()}
+        except ArtifactError as exc:
+            raise ArtifactError(f"{exc}: the weights do not fit the model in config.json") from None
+        model.load_state_dict(state)
         has_id = require(art, "has_id", (art.items.n_items + 1,)).bool()
         return cls(
             model=model,

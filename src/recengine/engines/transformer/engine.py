@@ -22,7 +22,7 @@ import torch
 
 from recengine.data.dataset import TRAIN, Dataset
 from recengine.engines.artifact import read_artifact, require, write_artifact
-from recengine.engines.base import Engine, stored_threads, use_threads
+from recengine.engines.base import Engine, known_items, stored_threads, use_threads
 from recengine.engines.transformer.model import SASRec, SASRecConfig, pad_histories
 from recengine.errors import ArtifactError, DataError, NoHistory
 from recengine.settings import TrainingSettings, TransformerSettings
@@ -197,13 +197,9 @@ class TransformerEngine(Engine):
             self._tracker.log_artifact_dir(self._saved_to)
 
     # ---- inference ---------------------------------------------------------------------------------------------
-    def _known(self, history: np.ndarray) -> np.ndarray:
-        h = np.asarray(history, dtype=np.int64).reshape(-1)
-        return h[(h > 0) & (h <= self.n_items)]
-
     def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
-        """Next-item scores (B, n_items + 1) for each history; unknown indices (0 or out of range) are skipped."""
-        known = [self._known(h) for h in histories]
+        """Next-item scores (B, n_items + 1) for each history; unknown indices are skipped (see engines/base.py)."""
+        known = [known_items(h, self.n_items) for h in histories]
         for i, h in enumerate(known):
             if h.size == 0:
                 raise NoHistory(f"history {i} has no known items; the transformer needs at least one")

@@ -1,4 +1,7 @@
-"""Small fake engines and helpers for the gateway tests (fakes, not mocks: they implement the real protocol)."""
+"""Fakes shared by the serving and API tests (fakes, not mocks: they implement the real protocol).
+
+Imported as a package, ``from tests.fakes import FakeEngine, catalog``; nothing in tests/ edits ``sys.path``.
+"""
 
 from __future__ import annotations
 

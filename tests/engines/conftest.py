@@ -1,0 +1,65 @@
+"""Fitted engines for the engine tests: one factory, one tiny configuration per engine, each fitted once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recengine.data.dataset import Dataset
+from recengine.engines import ENGINE_CLASSES, engine_class
+from recengine.engines.base import Engine
+from recengine.settings import (
+    EaseSettings,
+    NeuralSettings,
+    PopularitySettings,
+    TrainingSettings,
+    TransformerSettings,
+)
+
+#: One epoch of a small model: enough for a real artifact and real scores, in well under a second per engine.
+TINY_TRAINING = TrainingSettings(
+    epochs=1, batch_size=64, lr=3e-3, valid_users=None, accelerator="cpu", devices=1, num_threads=1
+)
+TINY_SECTIONS: dict[str, Any] = {
+    "popularity": PopularitySettings(),
+    "ease": EaseSettings(lambdas=[50.0]),
+    "transformer": TransformerSettings(
+        max_len=20, d_model=16, n_layers=1, n_heads=2, dropout=0.1, lr=None, warmup_steps=None, patience=None
+    ),
+    "neural": NeuralSettings(d_model=16, max_len=20),
+}
+assert set(TINY_SECTIONS) == set(ENGINE_CLASSES), "every engine needs a tiny configuration"
+
+
+def fitted_engine(
+    name: str, dataset: Dataset, tmp: Path, section: Any = None, training: TrainingSettings | None = None
+) -> Engine:
+    """``name`` fitted on ``dataset`` (tiny settings unless given), its training runs tracked under ``tmp``.
+
+    The one place the engine tests call the training API, so a change of that API changes this function only.
+    """
+    return engine_class(name).fit(
+        dataset,
+        TINY_SECTIONS[name] if section is None else section,
+        training=training or TINY_TRAINING,
+        tracking_dir=tmp,
+    )
+
+
+@pytest.fixture(scope="session")
+def fitted(small_dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Engine]:
+    """``fitted(name)``: that engine with the tiny settings on the small data set, fitted once per session.
+
+    Shared by every test that asks for it: read it, save it, never change it.
+    """
+    engines: dict[str, Engine] = {}
+
+    def get(name: str) -> Engine:
+        if name not in engines:
+            engines[name] = fitted_engine(name, small_dataset, tmp_path_factory.mktemp(f"fit-{name}"))
+        return engines[name]
+
+    return get
