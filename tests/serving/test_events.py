@@ -11,7 +11,7 @@ import pytest
 
 from recengine.data.dataset import TRAIN, Dataset
 from recengine.errors import DataError
-from recengine.serving.cache import redis_client
+from recengine.serving.redis import redis_client
 from recengine.serving.events import (
     Event,
     EventLog,

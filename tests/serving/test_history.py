@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from recengine.data.dataset import Dataset
-from recengine.serving.cache import RedisHealth, redis_client
+from recengine.serving.redis import RedisHealth, redis_client
 from recengine.serving.history import (
     FailoverHistoryStore,
     HistoryStore,

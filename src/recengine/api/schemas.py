@@ -7,17 +7,20 @@ The response models document the contract in OpenAPI; the routes write the same 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from recengine.engines import ENGINE_CLASSES
+from recengine.engines import ENGINE_NAMES
 
 #: External ids: any non-blank string up to 256 characters (ids are opaque to the service).
 ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"\S")]
 Category = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-EngineName = Literal["popularity", "ease", "transformer", "neural"]
-assert set(EngineName.__args__) == set(ENGINE_CLASSES), "EngineName must list every engine"  # type: ignore[attr-defined]
+if TYPE_CHECKING:
+    EngineName = str
+else:
+    # The engine table's names, in its order: the OpenAPI enum lists exactly the engines there are.
+    EngineName = Literal[ENGINE_NAMES]
 
 MAX_LIST = 500
 

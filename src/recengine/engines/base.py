@@ -79,13 +79,7 @@ class Engine(ABC):
         with index 0 and score -inf.
         """
         scores = self.score(histories).clone()
-        masked: list[np.ndarray] = []
-        for i, h in enumerate(histories):
-            parts = [np.asarray(h, dtype=np.int64)] if exclude_history else []
-            if exclude is not None and i < len(exclude):
-                parts.append(np.asarray(exclude[i], dtype=np.int64))
-            masked.append(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
-        mask_scores(scores, masked)
+        mask_scores(scores, exclusions(histories, exclude, exclude_history))
         return topk(scores, k)
 
     def similar_items(self, item_indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -127,6 +121,20 @@ def stored_threads(section: Any) -> int | None:
     """``inference_threads`` from an artifact's saved engine settings (config.json), if it holds a usable one."""
     value = section.get("inference_threads") if isinstance(section, dict) else None
     return int(value) if isinstance(value, int | float) and value >= 1 else None
+
+
+def exclusions(
+    histories: Sequence[np.ndarray], exclude: Sequence[np.ndarray] | None = None, exclude_history: bool = True
+) -> list[np.ndarray]:
+    """Per row, the item indices ``recommend`` must not return: the history itself (unless ``exclude_history`` is
+    False) and the row's ``exclude`` entry (rows past the end of ``exclude`` have none)."""
+    out: list[np.ndarray] = []
+    for i, h in enumerate(histories):
+        parts = [np.asarray(h, dtype=np.int64)] if exclude_history else []
+        if exclude is not None and i < len(exclude):
+            parts.append(np.asarray(exclude[i], dtype=np.int64))
+        out.append(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
+    return out
 
 
 def topk(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:

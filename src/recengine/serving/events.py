@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 
 from recengine.data.dataset import TRAIN, Dataset, compute_hash
 from recengine.errors import DataError, StorageUnavailable
-from recengine.serving.cache import REDIS_ERRORS
+from recengine.serving.redis import REDIS_ERRORS
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import torch
 
 from recengine.data.dataset import TRAIN, Dataset, IdMap, ItemCatalog
 from recengine.engines.artifact import read_artifact, require, write_artifact
-from recengine.engines.base import Engine, stored_threads, use_threads
+from recengine.engines.base import Engine, exclusions, stored_threads, use_threads
 from recengine.engines.index import ExactIndex, VectorIndex, build_index, recall_at_k
 from recengine.engines.neural.features import FeatureVocab, parse_new_items
 from recengine.engines.neural.model import ItemInputs, TwoTower, TwoTowerConfig, pad_right
@@ -215,13 +215,7 @@ class NeuralEngine(Engine):
         if index.kind == "exact":
             return super().recommend(histories, k, exclude, exclude_history)
         users = self.user_vectors(histories).numpy()
-        drops = []
-        for i, h in enumerate(histories):
-            parts = [np.asarray(h, dtype=np.int64)] if exclude_history else []
-            if exclude is not None and i < len(exclude):
-                parts.append(np.asarray(exclude[i], dtype=np.int64))
-            drops.append(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
-        ids, cos = index.search(users, k, exclude=drops)
+        ids, cos = index.search(users, k, exclude=exclusions(histories, exclude, exclude_history))
         return ids, cos / float(self.model.temperature)
 
     def similar_items(self, item_indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
