@@ -11,7 +11,6 @@ import pytest
 
 from recengine.data.dataset import TRAIN, Dataset
 from recengine.errors import DataError
-from recengine.serving.redis import redis_client
 from recengine.serving.events import (
     Event,
     EventLog,
@@ -20,6 +19,7 @@ from recengine.serving.events import (
     merge_event_log,
     read_sqlite_events,
 )
+from recengine.serving.redis import redis_client
 
 pytestmark = pytest.mark.anyio
 

@@ -97,6 +97,7 @@ async def test_engine_exception_falls_back_and_says_why(svc: RecommendationServi
     assert a.engine == "ease"
     assert a.fallback is not None and "transformer" in a.fallback and "RuntimeError" in a.fallback
     assert svc.observer.fallbacks == [("transformer", "error")]  # type: ignore[attr-defined]
+    assert svc.observer.inferences == [("transformer", "error"), ("ease", "ok")]  # type: ignore[attr-defined]
 
 
 async def test_timeout_falls_back_within_the_budget(svc: RecommendationService) -> None:
@@ -106,6 +107,7 @@ async def test_timeout_falls_back_within_the_budget(svc: RecommendationService) 
     took = time.perf_counter() - started
     assert a.engine == "ease" and a.fallback is not None and "no answer within 60 ms" in a.fallback
     assert took < 0.25  # the sleeping engine takes 0.3 s; the request did not wait for it
+    assert svc.observer.inferences == [("transformer", "timeout"), ("ease", "ok")]  # type: ignore[attr-defined]
 
 
 async def test_circuit_opens_after_failures_and_skips_the_engine(svc: RecommendationService) -> None:
@@ -286,4 +288,26 @@ async def test_a_hung_engine_only_exhausts_its_own_threads(tmp_path: Path) -> No
     rec = await s.recommend(RecommendRequest(recent_items=("i1",), k=3, engine="ease"))
     assert sim.engine in ("transformer", "popularity") and rec.engine == "transformer"
     assert time.perf_counter() - started < 0.3  # neither waited for ease's sleeping thread
+    await s.close()
+
+
+async def test_a_batch_mixing_exclude_seen_answers_each_request_its_own_way(tmp_path: Path) -> None:
+    import asyncio
+
+    reg = ModelRegistry(tmp_path)
+    engine_ = BatchRecorder("ease", version="b1")
+    reg.put("ease", engine_)
+    history = MemoryHistoryStore(50)
+    await history.append("u", ["i1", "i2"])
+    s = RecommendationService(
+        reg, MemoryCache(), history, RuntimeConfig(enabled=ENABLED, engine_timeout_ms=5000), max_inflight=1
+    )
+    engine_.batch_sizes.clear()
+    flags = [True, False, True, False, True]
+    answers = await asyncio.gather(
+        *(s.recommend(RecommendRequest(user_id="u", k=2, engine="ease", exclude_seen=f)) for f in flags)
+    )
+    assert sum(engine_.batch_sizes) == len(flags) and len(engine_.batch_sizes) < len(flags)  # some were batched
+    for flag, a in zip(flags, answers, strict=True):
+        assert [i["item_id"] for i in a.items] == (["i3", "i4"] if flag else ["i1", "i2"])
     await s.close()

@@ -7,7 +7,7 @@ layer translates external ids. A history is an int64 array of item indices in ti
     engine.save(model_dir)                                          # artifact: safetensors + JSON
     engine = load_engine(model_dir)                                 # any engine, from the directory alone
     scores = engine.score(histories)                                # (B, n_items + 1) — used by the evaluator
-    ids, scores = engine.recommend(histories, k=10, exclude=...)    # (B, k) each, best first
+    ids, scores = engine.recommend(histories, k=10, exclude=...)    # (B, k) each, best first, history left out
     ids, scores = engine.similar_items(np.array([item]), k=10)     # (B, k) each, the item itself left out
 """
 
@@ -78,8 +78,15 @@ class Engine(ABC):
         ``exclude`` adds per-row items that must not be returned. Rows with fewer than ``k`` candidates are padded
         with index 0 and score -inf.
         """
+        return self.top_items(histories, k, exclusions(histories, exclude, exclude_history))
+
+    def top_items(
+        self, histories: Sequence[np.ndarray], k: int, excluded: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``recommend`` once the exclusions are decided: the top-``k`` of each row without ``excluded[i]``. By
+        default from :meth:`score`; an engine with its own search (an ANN index) overrides this, not ``recommend``."""
         scores = self.score(histories).clone()
-        mask_scores(scores, exclusions(histories, exclude, exclude_history))
+        mask_scores(scores, list(excluded))
         return topk(scores, k)
 
     def similar_items(self, item_indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ import torch
 
 from recengine.data.dataset import TRAIN, Dataset, IdMap, ItemCatalog
 from recengine.engines.artifact import read_artifact, require, write_artifact
-from recengine.engines.base import Engine, exclusions, stored_threads, use_threads
+from recengine.engines.base import Engine, stored_threads, use_threads
 from recengine.engines.index import ExactIndex, VectorIndex, build_index, recall_at_k
 from recengine.engines.neural.features import FeatureVocab, parse_new_items
 from recengine.engines.neural.model import ItemInputs, TwoTower, TwoTowerConfig, pad_right
@@ -204,18 +204,14 @@ class NeuralEngine(Engine):
         scores[:, 0] = -torch.inf
         return scores
 
-    def recommend(
-        self,
-        histories: Sequence[np.ndarray],
-        k: int,
-        exclude: Sequence[np.ndarray] | None = None,
-        exclude_history: bool = True,
+    def top_items(
+        self, histories: Sequence[np.ndarray], k: int, excluded: Sequence[np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
         index = self.index
         if index.kind == "exact":
-            return super().recommend(histories, k, exclude, exclude_history)
+            return super().top_items(histories, k, excluded)
         users = self.user_vectors(histories).numpy()
-        ids, cos = index.search(users, k, exclude=exclusions(histories, exclude, exclude_history))
+        ids, cos = index.search(users, k, exclude=excluded)
         return ids, cos / float(self.model.temperature)
 
     def similar_items(self, item_indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
