@@ -311,3 +311,16 @@ async def test_a_batch_mixing_exclude_seen_answers_each_request_its_own_way(tmp_
     for flag, a in zip(flags, answers, strict=True):
         assert [i["item_id"] for i in a.items] == (["i3", "i4"] if flag else ["i1", "i2"])
     await s.close()
+
+
+async def test_an_item_known_only_to_switched_off_engines_is_unavailable_not_unknown(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path)
+    reg.put("ease", FakeEngine("ease"))
+    s = RecommendationService(
+        reg, MemoryCache(), MemoryHistoryStore(), RuntimeConfig(enabled={**ENABLED, "ease": False})
+    )
+    with pytest.raises(EngineUnavailable, match="every engine is disabled"):
+        await s.similar("i1", 3)
+    with pytest.raises(NotFound):
+        await s.similar("nope", 3)
+    await s.close()

@@ -36,7 +36,7 @@ from recengine.serving.types import Answer, RecommendRequest, decode_payload, en
 Prepare = Callable[[LoadedModel], Callable[[], Awaitable[Any]] | None]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Attempt:
     report_skips: bool
     """Say why each engine was passed over, or only why one that was tried failed (similar items: an engine
@@ -58,7 +58,7 @@ class _Attempt:
         return "; ".join(self.failures) if self.failures else None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Job:
     """One request on its way down the chain: how to key its cached answer and how to start each engine."""
 
@@ -160,15 +160,10 @@ class RecommendationService:
         attempt = _Attempt(report_skips=False)
         if engine is not None and not cfg.is_enabled(engine) and engine != FLOOR:
             attempt.fail(engine, "disabled", "disabled")
-        known_anywhere = False
 
         def prepare(model: LoadedModel) -> Callable[[], Awaitable[Any]] | None:
-            nonlocal known_anywhere
             index = model.engine.item_ids.index(item_id)
-            if index == 0:
-                return None
-            known_anywhere = True
-            return self.guard.in_pool(model, similar_row, model, index, k)
+            return None if index == 0 else self.guard.in_pool(model, similar_row, model, index, k)
 
         job = _Job(
             "sim", item_id, "-", params_hash({"k": k}), prepare, attempt, request_id or uuid.uuid4().hex, started,
@@ -177,7 +172,8 @@ class RecommendationService:
         answer = await self._first_answer(job, chain, cfg)
         if answer is not None:
             return answer
-        if not known_anywhere:
+        models = [m for m in map(self.registry.get, chain) if m is not None]
+        if not any(m.engine.item_ids.index(item_id) for m in models):
             raise NotFound(f"item {item_id!r} is not in any loaded model's catalogue")
         raise EngineUnavailable(f"no engine could answer: {attempt.reason() or 'every engine is disabled'}")
 
@@ -186,33 +182,35 @@ class RecommendationService:
         """The answer of the first engine of ``chain`` that gives one; None when none does."""
         attempt = job.attempt
         for name in chain:
-            model = self.registry.get(name)
-            start = job.prepare(model) if model is not None else None
             # The floor's switch only keeps it out of experiments: as the last resort it is always usable.
             if not cfg.is_enabled(name) and name != FLOOR:
                 attempt.skip(name, "disabled", "disabled")
-            elif model is None:
-                attempt.skip(name, "not_loaded", "no model loaded")
-            elif start is None:
                 continue
-            elif not self.guard.allow(name):
+            model = self.registry.get(name)
+            if model is None:
+                attempt.skip(name, "not_loaded", "no model loaded")
+                continue
+            start = job.prepare(model)
+            if start is None:
+                continue
+            if not self.guard.allow(name):
                 attempt.fail(name, "circuit_open", "circuit open")
-            else:
-                key = cache_key(job.kind, name, model.version, job.subject, job.history_version, job.params)
-                hit = await self.cache.get(key)
-                self.observer.cache(self._backend(), hit is not None)
-                if hit is not None:
-                    return self._answer(job, name, True, hit)
-                try:
-                    # The floor is the answer of last resort: it gets no deadline, so something always comes back.
-                    timeout = None if name == FLOOR else cfg.engine_timeout_ms
-                    ranked = await self.guard.call(model, start, timeout)
-                except EngineFailed as exc:
-                    attempt.fail(name, exc.kind, str(exc))
-                    continue
-                payload = encode_payload(model.version, ranked)
-                await self.cache.set(key, payload, cfg.cache_ttl_s)
-                return self._answer(job, name, False, payload)
+                continue
+            key = cache_key(job.kind, name, model.version, job.subject, job.history_version, job.params)
+            hit = await self.cache.get(key)
+            self.observer.cache(self._backend(), hit is not None)
+            if hit is not None:
+                return self._answer(job, name, True, hit)
+            try:
+                # The floor is the answer of last resort: it gets no deadline, so something always comes back.
+                timeout = None if name == FLOOR else cfg.engine_timeout_ms
+                ranked = await self.guard.call(model, start, timeout)
+            except EngineFailed as exc:
+                attempt.fail(name, exc.kind, str(exc))
+                continue
+            payload = encode_payload(model.version, ranked)
+            await self.cache.set(key, payload, cfg.cache_ttl_s)
+            return self._answer(job, name, False, payload)
         return None
 
     def _backend(self) -> str:
