@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from recengine.engines import ENGINE_NAMES, FALLBACK_ORDER
 from recengine.errors import ConfigError
 
 Profile = Literal["dev", "test", "prod"]
@@ -161,6 +162,11 @@ class EnginesSettings(_Section):
     neural: NeuralSettings = Field(default_factory=NeuralSettings)
 
 
+# One section per row of the engine table, in its order (the runtime switches are listed from the table).
+if tuple(EnginesSettings.model_fields) != ENGINE_NAMES:
+    raise ConfigError(f"EnginesSettings must have one section per engine of engines.ENGINES: {ENGINE_NAMES}")
+
+
 class TrainingSettings(_Section):
     seed: int = 42
     epochs: int = Field(default=200, ge=1, le=10_000)
@@ -241,7 +247,7 @@ class ExperimentSettings(_Section):
 class RoutingSettings(_Section):
     short_history: int = Field(default=5, ge=0, le=10_000)
     """Histories shorter than this go to the neural engine; longer ones to the transformer."""
-    fallback: list[str] = Field(default_factory=lambda: ["transformer", "neural", "ease", "popularity"])
+    fallback: list[str] = Field(default_factory=lambda: list(FALLBACK_ORDER))
     experiment: ExperimentSettings = Field(default_factory=ExperimentSettings)
 
 
@@ -422,10 +428,7 @@ def format_validation_error(exc: ValidationError, path: Path | None = None) -> s
 
 # Settings that an operator may change at run time (PATCH /api/v1/admin/config); everything else needs a restart.
 RUNTIME_KEYS: tuple[str, ...] = (
-    "engines.popularity.enabled",
-    "engines.ease.enabled",
-    "engines.transformer.enabled",
-    "engines.neural.enabled",
+    *(f"engines.{name}.enabled" for name in ENGINE_NAMES),
     "routing.short_history",
     "routing.fallback",
     "routing.experiment.name",

@@ -106,7 +106,7 @@ def test_an_event_log_that_cannot_write_is_a_503_and_nothing_is_acknowledged(
     from tests.api.gateway_helpers import assert_problem
 
     with TestClient(create_app(make_settings())) as c:
-        log = c.app.state.gateway.service.events  # type: ignore[attr-defined]
+        log = c.app.state.gateway.stores.events  # type: ignore[attr-defined]
         log._executor.submit(log._conn.close).result()  # the database goes away under the server
         r = c.post("/api/v1/events", json={"user_id": "u", "item_id": "i1"})
         assert_problem(r, 503, "nothing stored")

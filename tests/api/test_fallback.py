@@ -44,6 +44,9 @@ def test_engine_failures_fall_back_and_open_the_circuit(
         metrics = c.get("/metrics").text
         assert 'recengine_circuit_state{engine="transformer"} 2.0' in metrics
         assert 'recengine_fallbacks_total{engine="transformer",reason="circuit_open"}' in metrics
+        # each call's outcome: the first answered, the second raised, the third ran out of time
+        for outcome in ("ok", "error", "timeout"):
+            assert f'recengine_engine_inference_seconds_count{{engine="transformer",outcome="{outcome}"}}' in metrics
 
 
 def test_no_floor_and_a_failing_engine_is_a_503_problem(

@@ -63,9 +63,11 @@ def test_fallbacks_inference_events_and_sizes() -> None:
     m.record_fallback("transformer", "timeout")
     assert value("recengine_fallbacks_total", engine="transformer", reason="timeout") == before + 1
 
-    count = value("recengine_engine_inference_seconds_count", engine="popularity")
-    m.observe_inference("popularity", 0.0005)
-    assert value("recengine_engine_inference_seconds_count", engine="popularity") == count + 1
+    count = value("recengine_engine_inference_seconds_count", engine="popularity", outcome="ok")
+    m.observe_inference("popularity", 0.0005, "ok")
+    assert value("recengine_engine_inference_seconds_count", engine="popularity", outcome="ok") == count + 1
+    with pytest.raises(ValueError, match="inference outcome 'slow'"):
+        m.observe_inference("popularity", 0.0005, "slow")  # type: ignore[arg-type]
 
     acc = value("recengine_events_total", outcome="accepted")
     rej = value("recengine_events_total", outcome="rejected")

@@ -9,16 +9,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from redis.asyncio import Redis
 
-from recengine.serving.cache import (
-    Cache,
-    FailoverCache,
-    MemoryCache,
-    RedisCache,
-    RedisHealth,
-    cache_key,
-    params_hash,
-    redis_client,
-)
+from recengine.serving.cache import Cache, FailoverCache, MemoryCache, RedisCache, cache_key, params_hash
+from recengine.serving.redis import RedisHealth, redis_client
 
 pytestmark = pytest.mark.anyio
 

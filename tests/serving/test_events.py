@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from recengine.serving.cache import redis_client
 from recengine.serving.events import Event, EventLog, RedisStreamEventLog, SqliteEventLog
+from recengine.serving.redis import redis_client
 
 pytestmark = pytest.mark.anyio
 

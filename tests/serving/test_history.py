@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from recengine.data.dataset import Dataset
-from recengine.serving.cache import RedisHealth, redis_client
 from recengine.serving.history import (
     FailoverHistoryStore,
     HistoryStore,
@@ -18,6 +17,7 @@ from recengine.serving.history import (
     RedisHistoryStore,
     SeedHistories,
 )
+from recengine.serving.redis import RedisHealth, redis_client
 
 pytestmark = pytest.mark.anyio
 

@@ -4,7 +4,8 @@ import subprocess
 import sys
 from collections import Counter
 
-from recengine.serving.routing import FLOOR, RuntimeConfig, assign, bucket, decide
+from recengine.engines import FLOOR
+from recengine.serving.routing import RuntimeConfig, assign, bucket, decide
 
 ALL = {"popularity": True, "ease": True, "transformer": True, "neural": True}
 
@@ -86,9 +87,13 @@ def test_no_positive_weight_means_no_experiment() -> None:
 
 def test_bucket_is_the_same_in_another_process() -> None:
     # Python's hash() is salted per process; the split must not be.
+    from pathlib import Path
+
     import recengine.serving.routing as routing
 
-    # Load the module file alone: importing the package would pull in torch and take seconds.
+    # Load the module file alone: importing the package would pull in torch and take seconds. What it imports
+    # (the engine table, the settings models) comes from this source tree.
+    src = str(Path(routing.__file__).resolve().parents[2])
     code = (
         "import importlib.util, sys; "
         f"spec = importlib.util.spec_from_file_location('routing', {routing.__file__!r}); "
@@ -100,7 +105,7 @@ def test_bucket_is_the_same_in_another_process() -> None:
         capture_output=True,
         text=True,
         check=True,
-        env={"PYTHONHASHSEED": "123"},
+        env={"PYTHONHASHSEED": "123", "PYTHONPATH": src},
     ).stdout
     assert float(out) == bucket("exp", "user-42")
     assert 0.0 <= bucket("exp", "user-42") < 1.0

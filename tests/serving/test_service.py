@@ -12,6 +12,7 @@ from recengine.errors import EngineUnavailable, NotFound
 from recengine.serving.cache import MemoryCache
 from recengine.serving.events import Event, SqliteEventLog
 from recengine.serving.history import MemoryHistoryStore
+from recengine.serving.ingest import EventIngest
 from recengine.serving.registry import ModelRegistry
 from recengine.serving.routing import RuntimeConfig
 from recengine.serving.service import RecommendationService, RecommendRequest
@@ -52,12 +53,10 @@ async def svc(tmp_path: Path) -> AsyncIterator[RecommendationService]:
     reg.put("transformer", FakeEngine("transformer", version="t1", needs_history=True, delay_s=0.3))
     reg.put("ease", FakeEngine("ease", version="e1"))
     history = MemoryHistoryStore(50)
-    events = SqliteEventLog(tmp_path / "events.sqlite3")
     service = RecommendationService(
         reg,
         MemoryCache(),
         history,
-        events,
         RuntimeConfig(enabled=ENABLED, short_history=2, engine_timeout_ms=60),
         max_inflight=2,
         max_k=20,
@@ -68,7 +67,6 @@ async def svc(tmp_path: Path) -> AsyncIterator[RecommendationService]:
     await history.append("long", ["i1", "i2", "i3"])
     yield service
     await service.close()
-    await events.close()
 
 
 def engine(svc: RecommendationService, name: str) -> FakeEngine:
@@ -99,6 +97,7 @@ async def test_engine_exception_falls_back_and_says_why(svc: RecommendationServi
     assert a.engine == "ease"
     assert a.fallback is not None and "transformer" in a.fallback and "RuntimeError" in a.fallback
     assert svc.observer.fallbacks == [("transformer", "error")]  # type: ignore[attr-defined]
+    assert svc.observer.inferences == [("transformer", "error"), ("ease", "ok")]  # type: ignore[attr-defined]
 
 
 async def test_timeout_falls_back_within_the_budget(svc: RecommendationService) -> None:
@@ -108,6 +107,7 @@ async def test_timeout_falls_back_within_the_budget(svc: RecommendationService) 
     took = time.perf_counter() - started
     assert a.engine == "ease" and a.fallback is not None and "no answer within 60 ms" in a.fallback
     assert took < 0.25  # the sleeping engine takes 0.3 s; the request did not wait for it
+    assert svc.observer.inferences == [("transformer", "timeout"), ("ease", "ok")]  # type: ignore[attr-defined]
 
 
 async def test_circuit_opens_after_failures_and_skips_the_engine(svc: RecommendationService) -> None:
@@ -116,7 +116,7 @@ async def test_circuit_opens_after_failures_and_skips_the_engine(svc: Recommenda
     for user in ("long",):
         await svc.recommend(RecommendRequest(user_id=user, k=3))
         await svc.recommend(RecommendRequest(user_id=user, k=4))
-    assert svc.breaker("transformer").state == "open"
+    assert svc.guard.breaker("transformer").state == "open"
     calls = t.calls
     a = await svc.recommend(RecommendRequest(user_id="long", k=5))
     assert a.engine == "ease" and (a.fallback or "").startswith("transformer: circuit open;")
@@ -138,7 +138,7 @@ async def test_no_history_for_a_sequence_engine_is_a_fallback_not_a_failure(
 ) -> None:
     a = await svc.recommend(RecommendRequest(user_id="new", k=3, engine="transformer"))
     assert a.engine == "ease" and "needs a history" in (a.fallback or "")
-    assert svc.breaker("transformer").state == "closed"
+    assert svc.guard.breaker("transformer").state == "closed"
 
 
 async def test_floor_missing_and_everything_else_failing_is_engine_unavailable(tmp_path: Path) -> None:
@@ -147,22 +147,22 @@ async def test_floor_missing_and_everything_else_failing_is_engine_unavailable(t
     engine_ = reg.get("ease")
     assert engine_ is not None
     engine_.engine.mode = "raise"  # type: ignore[attr-defined]
-    events = SqliteEventLog(tmp_path / "e.sqlite3")
-    s = RecommendationService(reg, MemoryCache(), MemoryHistoryStore(), events, RuntimeConfig(enabled=ENABLED))
+    s = RecommendationService(reg, MemoryCache(), MemoryHistoryStore(), RuntimeConfig(enabled=ENABLED))
     with pytest.raises(EngineUnavailable, match="no engine could answer"):
         await s.recommend(RecommendRequest(user_id="u", k=3, engine="ease"))
     await s.close()
-    await events.close()
 
 
-async def test_cache_hit_then_invalidated_by_an_event(svc: RecommendationService) -> None:
+async def test_cache_hit_then_invalidated_by_an_event(svc: RecommendationService, tmp_path: Path) -> None:
     first = await svc.recommend(RecommendRequest(user_id="long", k=3))
     second = await svc.recommend(RecommendRequest(user_id="long", k=3))
     assert (first.cached, second.cached) == (False, True)
     assert second.items == first.items and second.request_id != first.request_id
     other_params = await svc.recommend(RecommendRequest(user_id="long", k=4))
     assert not other_params.cached
-    result = await svc.ingest([Event("ev1", "long", "i4", "view", 1.7e9)])
+    events = SqliteEventLog(tmp_path / "events.sqlite3")
+    result = await EventIngest(events, svc.history).ingest([Event("ev1", "long", "i4", "view", 1.7e9)])
+    await events.close()
     assert result.accepted == 1
     third = await svc.recommend(RecommendRequest(user_id="long", k=3))
     assert not third.cached
@@ -174,15 +174,6 @@ async def test_cache_invalidated_by_a_new_model_version(svc: RecommendationServi
     svc.registry.put("transformer", FakeEngine("transformer", version="t2", needs_history=True))
     a = await svc.recommend(RecommendRequest(user_id="long", k=3))
     assert not a.cached and a.model_version == "t2"
-
-
-async def test_duplicate_events_change_nothing(svc: RecommendationService) -> None:
-    e = Event("dup-1", "u9", "i7", "click", 1.7e9)
-    assert (await svc.ingest([e])).accepted == 1
-    before = await svc.history.get("u9")
-    again = await svc.ingest([e])
-    assert (again.accepted, again.duplicates) == (0, 1)
-    assert await svc.history.get("u9") == before
 
 
 async def test_filters_and_session_items(svc: RecommendationService) -> None:
@@ -228,14 +219,6 @@ async def test_similar_items(svc: RecommendationService) -> None:
     assert c.engine == "transformer" and "ease" in (c.fallback or "")
 
 
-async def test_replay_rebuilds_histories_from_the_log(svc: RecommendationService, tmp_path: Path) -> None:
-    await svc.ingest([Event(f"r{i}", "replayed", f"i{i}", "view", 1.7e9 + i) for i in range(1, 4)])
-    fresh = RecommendationService(svc.registry, MemoryCache(), MemoryHistoryStore(50), svc.events, svc.config)
-    assert await fresh.replay_events(batch=2) == 3
-    assert (await fresh.history.get("replayed")).items == ["i1", "i2", "i3"]
-    await fresh.close()
-
-
 class BatchRecorder(FakeEngine):
     """Remembers how many histories each call carried; slow enough for requests to pile up."""
 
@@ -258,9 +241,8 @@ async def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(tmp_
     history = MemoryHistoryStore(50)
     for u in range(12):
         await history.append(f"u{u}", [f"i{j}" for j in range(1, u % 5 + 2)])
-    events = SqliteEventLog(tmp_path / "e.sqlite3")
     s = RecommendationService(
-        reg, MemoryCache(), history, events, RuntimeConfig(enabled=ENABLED, engine_timeout_ms=5000),
+        reg, MemoryCache(), history, RuntimeConfig(enabled=ENABLED, engine_timeout_ms=5000),
         max_inflight=1, max_batch=8,
     )  # fmt: skip
     engine_.batch_sizes.clear()
@@ -272,7 +254,6 @@ async def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(tmp_
         assert a.engine == "ease" and len(a.items) == req.k
         assert a.items[0]["item_id"] == f"i{seen + 1}"  # its own history was excluded, nobody else's
     await s.close()
-    await events.close()
 
 
 async def test_the_floor_answers_while_a_hung_engine_fills_the_pool(tmp_path: Path) -> None:
@@ -281,16 +262,14 @@ async def test_the_floor_answers_while_a_hung_engine_fills_the_pool(tmp_path: Pa
     hung = FakeEngine("ease", delay_s=0.5)
     reg.put("ease", hung)
     hung.mode = "sleep"
-    events = SqliteEventLog(tmp_path / "e.sqlite3")
     s = RecommendationService(
-        reg, MemoryCache(), MemoryHistoryStore(), events, RuntimeConfig(enabled=ENABLED, engine_timeout_ms=30),
+        reg, MemoryCache(), MemoryHistoryStore(), RuntimeConfig(enabled=ENABLED, engine_timeout_ms=30),
         max_inflight=1,
     )  # fmt: skip
     started = time.perf_counter()
     a = await s.recommend(RecommendRequest(user_id="u", k=3, engine="ease"))
     assert a.engine == "popularity" and time.perf_counter() - started < 0.3  # not behind the 0.5 s sleeper
     await s.close()
-    await events.close()
 
 
 async def test_a_hung_engine_only_exhausts_its_own_threads(tmp_path: Path) -> None:
@@ -300,9 +279,8 @@ async def test_a_hung_engine_only_exhausts_its_own_threads(tmp_path: Path) -> No
     hung = FakeEngine("ease", delay_s=0.6)
     reg.put("ease", hung)
     hung.mode = "sleep"
-    events = SqliteEventLog(tmp_path / "e.sqlite3")
     cfg = RuntimeConfig(enabled=ENABLED, engine_timeout_ms=40, fallback=("ease", "transformer"))
-    s = RecommendationService(reg, MemoryCache(), MemoryHistoryStore(), events, cfg, max_inflight=1)
+    s = RecommendationService(reg, MemoryCache(), MemoryHistoryStore(), cfg, max_inflight=1)
     first = await s.similar("i1", 3, engine="ease")  # ease's only thread is now asleep
     assert first.engine != "ease" and "ease: no answer within 40 ms" in (first.fallback or "")
     started = time.perf_counter()
@@ -311,4 +289,38 @@ async def test_a_hung_engine_only_exhausts_its_own_threads(tmp_path: Path) -> No
     assert sim.engine in ("transformer", "popularity") and rec.engine == "transformer"
     assert time.perf_counter() - started < 0.3  # neither waited for ease's sleeping thread
     await s.close()
-    await events.close()
+
+
+async def test_a_batch_mixing_exclude_seen_answers_each_request_its_own_way(tmp_path: Path) -> None:
+    import asyncio
+
+    reg = ModelRegistry(tmp_path)
+    engine_ = BatchRecorder("ease", version="b1")
+    reg.put("ease", engine_)
+    history = MemoryHistoryStore(50)
+    await history.append("u", ["i1", "i2"])
+    s = RecommendationService(
+        reg, MemoryCache(), history, RuntimeConfig(enabled=ENABLED, engine_timeout_ms=5000), max_inflight=1
+    )
+    engine_.batch_sizes.clear()
+    flags = [True, False, True, False, True]
+    answers = await asyncio.gather(
+        *(s.recommend(RecommendRequest(user_id="u", k=2, engine="ease", exclude_seen=f)) for f in flags)
+    )
+    assert sum(engine_.batch_sizes) == len(flags) and len(engine_.batch_sizes) < len(flags)  # some were batched
+    for flag, a in zip(flags, answers, strict=True):
+        assert [i["item_id"] for i in a.items] == (["i3", "i4"] if flag else ["i1", "i2"])
+    await s.close()
+
+
+async def test_an_item_known_only_to_switched_off_engines_is_unavailable_not_unknown(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path)
+    reg.put("ease", FakeEngine("ease"))
+    s = RecommendationService(
+        reg, MemoryCache(), MemoryHistoryStore(), RuntimeConfig(enabled={**ENABLED, "ease": False})
+    )
+    with pytest.raises(EngineUnavailable, match="every engine is disabled"):
+        await s.similar("i1", 3)
+    with pytest.raises(NotFound):
+        await s.similar("nope", 3)
+    await s.close()

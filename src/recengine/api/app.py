@@ -18,26 +18,17 @@ from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
 from recengine.api import problems
-from recengine.api.gateway import Gateway, MetricsObserver, event_log, maintain, publish_model, seed_histories
+from recengine.api.gateway import Gateway, maintain, publish_model
 from recengine.api.middleware import GatewayMiddleware
 from recengine.api.runtime import runtime_config
 from recengine.engines.base import Engine
 from recengine.observability.logging import configure_logging
-from recengine.serving.cache import (
-    REDIS_ERRORS,
-    Cache,
-    FailoverCache,
-    MemoryCache,
-    RedisCache,
-    RedisHealth,
-    redis_client,
-)
-from recengine.serving.history import FailoverHistoryStore, HistoryStore, MemoryHistoryStore, RedisHistoryStore
+from recengine.serving.ingest import EventIngest
 from recengine.serving.registry import ModelRegistry
 from recengine.serving.service import RecommendationService
+from recengine.serving.stores import open_stores
 from recengine.settings import Settings, load_settings, startup_warnings
 
 log = logging.getLogger("recengine.api")
@@ -59,7 +50,7 @@ def create_app(
         for warning in startup_warnings(settings):
             log.warning(warning)
         registry = ModelRegistry(serving.artifacts_dir)
-        if settings.observability.metrics:
+        if obs.metrics:
             registry.on_swap(publish_model)
         results = await asyncio.to_thread(registry.reload)
         for result in results:
@@ -67,54 +58,33 @@ def create_app(
                 log.error("model not loaded: %s", result.error)
         for name, engine in (engines or {}).items():
             registry.put(name, engine)
-        seed = await asyncio.to_thread(seed_histories, settings)
-        redis: Redis | None = None
-        health: RedisHealth | None = None
-        cache: Cache
-        history: HistoryStore
-        memory_cache = MemoryCache(settings.cache.max_entries)
-        memory_history = MemoryHistoryStore(serving.history_max_len, seed)
-        if settings.cache.redis_url:
-            redis = redis_client(settings.cache.redis_url, settings.cache.redis_timeout_ms)
-            health = RedisHealth(settings.cache.retry_after_s)
-            if settings.observability.metrics:
-                from recengine.observability import metrics
+        stores = await open_stores(settings)
+        observer = None
+        if obs.metrics:
+            from recengine.observability.observer import MetricsObserver
 
-                health.on_change(lambda up: metrics.set_dependency_up("redis", up))
-                metrics.set_dependency_up("redis", True)
-            cache = FailoverCache(RedisCache(redis), memory_cache, health)
-            history = FailoverHistoryStore(
-                RedisHistoryStore(redis, serving.history_max_len, seed), memory_history, health
-            )
-        else:
-            cache, history = memory_cache, memory_history
-        events = event_log(settings, redis)
+            observer = MetricsObserver()
         service = RecommendationService(
             registry,
-            cache,
-            history,
-            events,
+            stores.cache,
+            stores.history,
             runtime_config(settings),
             max_k=serving.max_k,
             breaker_failures=serving.breaker_failures,
             breaker_reset_s=serving.breaker_reset_s,
-            observer=MetricsObserver() if settings.observability.metrics else None,
+            observer=observer,
             max_inflight=serving.inference_workers,
         )
-        gw = Gateway(settings=settings, base_settings=settings, service=service, registry=registry)
-        gw.redis, gw.health = redis, health
-        if redis is None:
+        ingest = EventIngest(stores.events, stores.history)
+        gw = Gateway(
+            settings=settings, base_settings=settings, service=service, registry=registry, stores=stores, ingest=ingest
+        )
+        if stores.redis is None:
             # In-process histories die with the process; the durable log brings them back.
-            replayed = await service.replay_events()
+            replayed = await ingest.replay()
             if replayed:
                 log.info("replayed %d logged events into the in-process histories", replayed)
         else:
-            try:
-                await redis.ping()
-            except REDIS_ERRORS as exc:
-                assert health is not None
-                health.failed(exc)
-                log.warning("Redis unreachable at start-up; serving degraded from memory: %s", exc)
             await gw.sync_overrides()
         app.state.gateway = gw
         # Models, seed histories and catalogues live as long as the process: move them out of the collector's
@@ -130,12 +100,7 @@ def create_app(
                 upkeep.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await upkeep
-            await events.close()
-            await memory_cache.close()
-            await memory_history.close()
-            if redis is not None:
-                with contextlib.suppress(*REDIS_ERRORS):
-                    await redis.aclose()
+            await stores.close()
             await service.close()
             if obs.metrics:
                 from recengine.observability.metrics import mark_worker_exit

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from recengine.engines import ENGINE_NAMES
 from recengine.serving.routing import RuntimeConfig
 from recengine.settings import RUNTIME_KEYS, Settings
 
@@ -29,9 +30,8 @@ class PatchError(ValueError):
 
 
 def runtime_config(settings: Settings) -> RuntimeConfig:
-    engines = settings.engines
     return RuntimeConfig(
-        enabled={name: bool(getattr(engines, name).enabled) for name in type(engines).model_fields},
+        enabled={name: bool(getattr(settings.engines, name).enabled) for name in ENGINE_NAMES},
         short_history=settings.routing.short_history,
         fallback=tuple(settings.routing.fallback),
         experiment_name=settings.routing.experiment.name,

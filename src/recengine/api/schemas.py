@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -22,7 +22,7 @@ from pydantic import (
     field_validator,
 )
 
-from recengine.engines import ENGINE_CLASSES
+from recengine.engines import ENGINE_NAMES
 
 #: Some character that is not white space — spelled out, because ``\S`` differs between the server's regex engine
 #: (Unicode: U+0085 is a space) and JSON Schema's ECMAScript one (it is not), and the schema must say what is accepted.
@@ -30,8 +30,11 @@ NOT_BLANK = r"[^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u30
 #: External ids: any non-blank string up to 256 characters (ids are opaque to the service).
 ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=NOT_BLANK)]
 Category = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-EngineName = Literal["popularity", "ease", "transformer", "neural"]
-assert set(EngineName.__args__) == set(ENGINE_CLASSES), "EngineName must list every engine"  # type: ignore[attr-defined]
+if TYPE_CHECKING:
+    EngineName = str
+else:
+    # The engine table's names, in its order: the OpenAPI enum lists exactly the engines there are.
+    EngineName = Literal[ENGINE_NAMES]
 
 MAX_LIST = 500
 

@@ -1,21 +1,81 @@
-"""Engines by name. Imports are lazy so that serving one engine never pulls in another's dependencies."""
+"""Engines by name: the one table of every engine, and loading by name or from an artifact.
+
+Adding an engine means one row in :data:`ENGINES` (and its section in ``settings.EnginesSettings``): the API's engine
+enum, the runtime switches, the default fallback chain, the routing rules and the similar-items order all derive from
+the table.
+
+Imports are lazy so that serving one engine never pulls in another's dependencies, and so that this table can be read
+(by the settings, the routing and the API schemas) without importing torch.
+"""
 
 from __future__ import annotations
 
 import importlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args
 
-from recengine.engines.base import Engine
 from recengine.errors import ArtifactError, ConfigError
 
+if TYPE_CHECKING:
+    from recengine.engines.base import Engine
+
+Role = Literal["floor", "short_history", "long_history"]
+"""What the routing rules give an engine: ``floor`` answers an empty history and ends every fallback chain;
+``short_history`` / ``long_history`` answer histories shorter / not shorter than ``routing.short_history``."""
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    name: str
+    target: str
+    """``"module:Class"``, imported on first use."""
+    needs_history: bool
+    """The engine raises NoHistory on an empty history (the class's own ``needs_history`` must agree)."""
+    fallback_rank: int
+    """Place in the default fallback chain (``routing.fallback``), 1 first."""
+    similar_rank: int
+    """Place in the preference order for items similar to an item, 1 first: embedding engines before the rest."""
+    role: Role | None = None
+
+
+#: Every engine, in the order the API, the runtime switches and the engine listings show them.
+ENGINES: tuple[EngineEntry, ...] = (
+    EngineEntry(
+        "popularity", "recengine.engines.popularity:Popularity", False, fallback_rank=4, similar_rank=4, role="floor"
+    ),
+    EngineEntry("ease", "recengine.engines.ease:EASE", False, fallback_rank=3, similar_rank=2),
+    EngineEntry(
+        "transformer",
+        "recengine.engines.transformer.engine:TransformerEngine",
+        True,
+        fallback_rank=1,
+        similar_rank=3,
+        role="long_history",
+    ),
+    EngineEntry(
+        "neural",
+        "recengine.engines.neural.engine:NeuralEngine",
+        True,
+        fallback_rank=2,
+        similar_rank=1,
+        role="short_history",
+    ),
+)
+
+ENGINE_NAMES: tuple[str, ...] = tuple(e.name for e in ENGINES)
 #: engine name → "module:Class"
-ENGINE_CLASSES: dict[str, str] = {
-    "popularity": "recengine.engines.popularity:Popularity",
-    "ease": "recengine.engines.ease:EASE",
-    "transformer": "recengine.engines.transformer.engine:TransformerEngine",
-    "neural": "recengine.engines.neural.engine:NeuralEngine",
-}
+ENGINE_CLASSES: dict[str, str] = {e.name: e.target for e in ENGINES}
+#: The default fallback chain and the similar-items preference, best first.
+FALLBACK_ORDER: tuple[str, ...] = tuple(e.name for e in sorted(ENGINES, key=lambda e: e.fallback_rank))
+SIMILAR_ORDER: tuple[str, ...] = tuple(e.name for e in sorted(ENGINES, key=lambda e: e.similar_rank))
+#: The engine of each routing rule.
+RULE_ENGINES: dict[Role, str] = {e.role: e.name for e in ENGINES if e.role is not None}
+FLOOR: str = RULE_ENGINES["floor"]
+
+if len(RULE_ENGINES) != sum(e.role is not None for e in ENGINES) or set(RULE_ENGINES) != set(get_args(Role)):
+    raise ConfigError("ENGINES must give each routing role to exactly one engine")
 
 
 def engine_class(name: str) -> type[Engine]:
@@ -45,4 +105,16 @@ def load_engine(path: Path) -> Engine:
     return engine_class(name).load(path)
 
 
-__all__ = ["ENGINE_CLASSES", "Engine", "engine_class", "load_engine"]
+__all__ = [
+    "ENGINES",
+    "ENGINE_CLASSES",
+    "ENGINE_NAMES",
+    "FALLBACK_ORDER",
+    "FLOOR",
+    "RULE_ENGINES",
+    "SIMILAR_ORDER",
+    "EngineEntry",
+    "Role",
+    "engine_class",
+    "load_engine",
+]

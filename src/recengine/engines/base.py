@@ -7,7 +7,7 @@ layer translates external ids. A history is an int64 array of item indices in ti
     engine.save(model_dir)                                          # artifact: safetensors + JSON
     engine = load_engine(model_dir)                                 # any engine, from the directory alone
     scores = engine.score(histories)                                # (B, n_items + 1) — used by the evaluator
-    ids, scores = engine.recommend(histories, k=10, exclude=...)    # (B, k) each, best first
+    ids, scores = engine.recommend(histories, k=10, exclude=...)    # (B, k) each, best first, history left out
     ids, scores = engine.similar_items(np.array([item]), k=10)     # (B, k) each, the item itself left out
 
 Unknown items are skipped, never an error: an index that names no item (0, negative, or above ``n_items``) is
@@ -85,14 +85,15 @@ class Engine(ABC):
         ``exclude`` adds per-row items that must not be returned. Rows with fewer than ``k`` candidates are padded
         with index 0 and score -inf.
         """
+        return self.top_items(histories, k, exclusions(histories, exclude, exclude_history))
+
+    def top_items(
+        self, histories: Sequence[np.ndarray], k: int, excluded: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``recommend`` once the exclusions are decided: the top-``k`` of each row without ``excluded[i]``. By
+        default from :meth:`score`; an engine with its own search (an ANN index) overrides this, not ``recommend``."""
         scores = self.score(histories).clone()
-        masked: list[np.ndarray] = []
-        for i, h in enumerate(histories):
-            parts = [np.asarray(h, dtype=np.int64)] if exclude_history else []
-            if exclude is not None and i < len(exclude):
-                parts.append(np.asarray(exclude[i], dtype=np.int64))
-            masked.append(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
-        mask_scores(scores, masked)
+        mask_scores(scores, list(excluded))
         return topk(scores, k)
 
     def similar_items(self, item_indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -134,6 +135,20 @@ def stored_threads(section: Any) -> int | None:
     """``inference_threads`` from an artifact's saved engine settings (config.json), if it holds a usable one."""
     value = section.get("inference_threads") if isinstance(section, dict) else None
     return int(value) if isinstance(value, int | float) and value >= 1 else None
+
+
+def exclusions(
+    histories: Sequence[np.ndarray], exclude: Sequence[np.ndarray] | None = None, exclude_history: bool = True
+) -> list[np.ndarray]:
+    """Per row, the item indices ``recommend`` must not return: the history itself (unless ``exclude_history`` is
+    False) and the row's ``exclude`` entry (rows past the end of ``exclude`` have none)."""
+    out: list[np.ndarray] = []
+    for i, h in enumerate(histories):
+        parts = [np.asarray(h, dtype=np.int64)] if exclude_history else []
+        if exclude is not None and i < len(exclude):
+            parts.append(np.asarray(exclude[i], dtype=np.int64))
+        out.append(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
+    return out
 
 
 def topk(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,8 @@ raising on I/O — only on a programming error such as an unknown outcome name, 
 
 - ``observe_request(route, engine, status, seconds)``: one HTTP request → ``recengine_requests_total`` and
   ``recengine_request_duration_seconds`` by route, engine and status;
-- ``observe_inference(engine, seconds)``: one engine call → ``recengine_engine_inference_seconds``;
+- ``observe_inference(engine, seconds, outcome)``: one engine call (``ok`` / ``error`` / ``timeout``) →
+  ``recengine_engine_inference_seconds``;
 - ``record_cache(backend, outcome)``: ``hit`` / ``miss`` / ``error`` for ``memory`` or ``redis``;
 - ``record_fallback(engine, reason)``: a request not answered by its first-choice engine;
 - ``set_circuit_state(engine, state)``: ``closed`` (0) / ``half_open`` (1) / ``open`` (2);
@@ -75,8 +76,10 @@ LATENCY_BUCKETS: Final[tuple[float, ...]] = (
 )  # fmt: skip
 
 CacheOutcome = Literal["hit", "miss", "error"]
+InferenceOutcome = Literal["ok", "error", "timeout"]
 CircuitState = Literal["closed", "half_open", "open"]
 CACHE_OUTCOMES: Final = frozenset({"hit", "miss", "error"})
+INFERENCE_OUTCOMES: Final = frozenset({"ok", "error", "timeout"})
 CIRCUIT_STATES: Final[dict[str, int]] = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 
 REQUESTS = Counter(
@@ -92,8 +95,9 @@ REQUEST_SECONDS = Histogram(
 )
 INFERENCE_SECONDS = Histogram(
     "recengine_engine_inference_seconds",
-    "Time one engine spent scoring a request (excludes cache, routing and serialisation).",
-    ["engine"],
+    "Time one engine spent scoring a request (excludes cache, routing and serialisation), by how the call ended "
+    "(ok, error, timeout).",
+    ["engine", "outcome"],
     buckets=LATENCY_BUCKETS,
 )
 CACHE = Counter(
@@ -195,9 +199,11 @@ def observe_request(route: str, engine: str | None, status: int | str, seconds: 
     REQUEST_SECONDS.labels(*labels).observe(seconds)
 
 
-def observe_inference(engine: str, seconds: float) -> None:
-    """Record the time one engine spent answering (successful or not)."""
-    INFERENCE_SECONDS.labels(engine).observe(seconds)
+def observe_inference(engine: str, seconds: float, outcome: InferenceOutcome) -> None:
+    """Record the time one engine call took and how it ended: ``ok``, ``error`` or ``timeout``."""
+    if outcome not in INFERENCE_OUTCOMES:
+        raise ValueError(f"inference outcome {outcome!r}: expected one of {sorted(INFERENCE_OUTCOMES)}")
+    INFERENCE_SECONDS.labels(engine, outcome).observe(seconds)
 
 
 def record_cache(backend: str, outcome: CacheOutcome) -> None:

@@ -16,11 +16,13 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+
+from recengine.serving.redis import RedisHealth, nothing
 
 #: Bump the number whenever the cached value's format changes: replicas of two releases then never read each
 #: other's entries during a rolling upgrade.
@@ -119,64 +121,6 @@ class RedisCache:
         await self.client.aclose()
 
 
-def redis_client(url: str, timeout_ms: float) -> Redis:
-    """A client that gives up quickly: a slow Redis must cost a request milliseconds, not seconds."""
-    timeout = timeout_ms / 1000.0
-    client: Redis = Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry_on_timeout=False,
-        health_check_interval=0,
-    )
-    return client
-
-
-class RedisHealth:
-    """Shared by everything that talks to one Redis: after a failure, stay away for ``retry_after_s``.
-
-    Without this, every request would pay a connection timeout while Redis is down.
-    """
-
-    def __init__(self, retry_after_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.retry_after_s = retry_after_s
-        self._clock = clock
-        self._down_until = 0.0
-        self.last_error: str | None = None
-        self._listeners: list[Callable[[bool], None]] = []
-
-    def on_change(self, listener: Callable[[bool], None]) -> None:
-        """``listener(up)`` on every transition between reachable and unreachable."""
-        self._listeners.append(listener)
-
-    @property
-    def degraded(self) -> bool:
-        """True from a failure until the next successful call."""
-        return self.last_error is not None
-
-    def should_try(self) -> bool:
-        return self._clock() >= self._down_until
-
-    def failed(self, exc: BaseException) -> None:
-        was_up = self.last_error is None
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        self._down_until = self._clock() + self.retry_after_s
-        if was_up:
-            for listener in self._listeners:
-                listener(False)
-
-    def succeeded(self) -> None:
-        if self.last_error is not None:
-            self.last_error = None
-            self._down_until = 0.0
-            for listener in self._listeners:
-                listener(True)
-
-
-#: What a Redis outage looks like from redis.asyncio (timeouts surface as OSError subclasses in some paths).
-REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
-
-
 class FailoverCache:
     """Redis while it answers; the in-process cache while it does not; Redis again once it is back."""
 
@@ -191,34 +135,16 @@ class FailoverCache:
         return "memory" if self.health.degraded else "redis"
 
     async def get(self, key: str) -> bytes | None:
-        if self.health.should_try():
-            try:
-                value = await self.primary.get(key)
-            except REDIS_ERRORS as exc:
-                self.health.failed(exc)
-            else:
-                self.health.succeeded()
-                return value
-        return await self.fallback.get(key)
+        return await self.health.attempt(partial(self.primary.get, key), partial(self.fallback.get, key))
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        if self.health.should_try():
-            try:
-                await self.primary.set(key, value, ttl_s)
-            except REDIS_ERRORS as exc:
-                self.health.failed(exc)
-            else:
-                self.health.succeeded()
-                return
-        await self.fallback.set(key, value, ttl_s)
+        await self.health.attempt(
+            partial(self.primary.set, key, value, ttl_s), partial(self.fallback.set, key, value, ttl_s)
+        )
 
     async def delete(self, key: str) -> None:
         await self.fallback.delete(key)
-        if self.health.should_try():
-            try:
-                await self.primary.delete(key)
-            except REDIS_ERRORS as exc:
-                self.health.failed(exc)
+        await self.health.attempt(partial(self.primary.delete, key), nothing)
 
     async def close(self) -> None:
         await self.fallback.close()

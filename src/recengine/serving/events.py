@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from recengine.data.events import Event as Event  # re-exported: the event logs store and return these
 from recengine.errors import DataError, StorageUnavailable
-from recengine.serving.cache import REDIS_ERRORS
+from recengine.serving.redis import REDIS_ERRORS
 
 
 @runtime_checkable

@@ -14,13 +14,14 @@ import asyncio
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from redis.asyncio import Redis
 
 from recengine.data.dataset import Dataset
-from recengine.serving.cache import REDIS_ERRORS, RedisHealth
+from recengine.serving.redis import RedisHealth
 
 HIST_PREFIX = "recengine:hist:"
 VERSION_PREFIX = "recengine:histv:"
@@ -178,30 +179,24 @@ class FailoverHistoryStore:
                     raise
 
     async def get(self, user_id: str) -> History:
-        if self.health.should_try():
-            try:
-                await self._flush()
-                history = await self.primary.get(user_id)
-            except REDIS_ERRORS as exc:
-                self.health.failed(exc)
-            else:
-                self.health.succeeded()
-                return history
-        return await self.fallback.get(user_id)
+        async def from_redis() -> History:
+            await self._flush()
+            return await self.primary.get(user_id)
+
+        return await self.health.attempt(from_redis, partial(self.fallback.get, user_id))
 
     async def append(self, user_id: str, item_ids: Sequence[str]) -> None:
         items = list(item_ids)
-        if self.health.should_try():
-            try:
-                await self._flush()
-                await self.primary.append(user_id, items)
-            except REDIS_ERRORS as exc:
-                self.health.failed(exc)
-            else:
-                self.health.succeeded()
-                return
-        await self.fallback.append(user_id, items)
-        self._pending.append((user_id, items))
+
+        async def to_redis() -> None:
+            await self._flush()
+            await self.primary.append(user_id, items)
+
+        async def to_memory() -> None:
+            await self.fallback.append(user_id, items)
+            self._pending.append((user_id, items))
+
+        await self.health.attempt(to_redis, to_memory)
 
     async def close(self) -> None:
         await self.fallback.close()

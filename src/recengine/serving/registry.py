@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from recengine.engines import ENGINE_CLASSES, load_engine
+from recengine.engines import ENGINE_NAMES, load_engine
 from recengine.engines.artifact import current_dir
 from recengine.engines.base import Engine
 from recengine.errors import ArtifactError, RecengineError
@@ -89,7 +89,7 @@ class ModelRegistry:
     def __init__(
         self,
         root: Path,
-        names: Sequence[str] = tuple(ENGINE_CLASSES),
+        names: Sequence[str] = ENGINE_NAMES,
         loader: Callable[[Path], Engine] = load_engine,
         smoke: Callable[[Engine], None] = smoke_test,
     ) -> None:

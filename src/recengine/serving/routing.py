@@ -6,10 +6,11 @@ Order of decision:
 2. the experiment: a weighted split on stable hashes of (experiment name, user id, arm) — the same user lands in the
    same arm on every request, every worker and every replica, and changing the weights moves as few users as the
    new shares allow (weighted rendezvous hashing, see :func:`assign`);
-3. the rules: no history → popularity; a history shorter than ``short_history`` → neural; longer → transformer.
+3. the rules: no history → the floor (popularity); a history shorter than ``short_history`` → the short-history
+   engine (neural); longer → the long-history engine (transformer) — the roles of ``engines.ENGINES``.
 
-The chain behind the chosen engine is ``routing.fallback`` (enabled engines only), and popularity is always its last
-link: it needs no history and cannot time out, so every request gets an answer. Switching popularity off keeps it out
+The chain behind the chosen engine is ``routing.fallback`` (enabled engines only), and the floor is always its last
+link: it needs no history and cannot time out, so every request gets an answer. Switching the floor off keeps it out
 of experiments and fallback preferences, never out of that last link.
 """
 
@@ -19,22 +20,30 @@ import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-FLOOR = "popularity"
+from pydantic import BaseModel
+
+from recengine.engines import FLOOR, RULE_ENGINES
+from recengine.settings import CacheSettings, ExperimentSettings, RoutingSettings, ServingSettings
+
+
+def _default(section: type[BaseModel], key: str) -> Any:
+    return section.model_fields[key].get_default(call_default_factory=True)
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
     """The settings an operator may change while the server runs (``RUNTIME_KEYS``), as one immutable
-    snapshot."""
+    snapshot. Unset fields take the settings' defaults; an engine not in ``enabled`` is off."""
 
     enabled: Mapping[str, bool] = field(default_factory=dict)
-    short_history: int = 5
-    fallback: tuple[str, ...] = ("transformer", "neural", "ease", FLOOR)
-    experiment_name: str = "default"
+    short_history: int = _default(RoutingSettings, "short_history")
+    fallback: tuple[str, ...] = tuple(_default(RoutingSettings, "fallback"))
+    experiment_name: str = _default(ExperimentSettings, "name")
     experiment_weights: Mapping[str, float] = field(default_factory=dict)
-    cache_ttl_s: float = 300.0
-    engine_timeout_ms: float = 50.0
+    cache_ttl_s: float = _default(CacheSettings, "ttl_s")
+    engine_timeout_ms: float = _default(ServingSettings, "engine_timeout_ms")
 
     def is_enabled(self, engine: str) -> bool:
         return self.enabled.get(engine, False)
@@ -90,9 +99,9 @@ def decide(cfg: RuntimeConfig, user_id: str | None, history_len: int, requested:
     if history_len == 0:
         primary, reason = FLOOR, "rule:no_history"
     elif history_len < cfg.short_history:
-        primary, reason = "neural", "rule:short_history"
+        primary, reason = RULE_ENGINES["short_history"], "rule:short_history"
     else:
-        primary, reason = "transformer", "rule:long_history"
+        primary, reason = RULE_ENGINES["long_history"], "rule:long_history"
     return Decision(primary, reason, _chain(cfg, primary), note)
 
 

@@ -12,16 +12,8 @@ from starlette.responses import Response
 
 from recengine.api.deps import AdminDep, GatewayDep
 from recengine.api.problems import problem
-from recengine.api.runtime import (
-    OVERRIDES_KEY,
-    PatchError,
-    current_values,
-    encode_overrides,
-    flatten_patch,
-    patch_schema,
-)
+from recengine.api.runtime import PatchError, current_values, flatten_patch, patch_schema
 from recengine.api.schemas import ReloadBody, ReloadResponse
-from recengine.serving.cache import REDIS_ERRORS
 from recengine.settings import RUNTIME_KEYS
 
 router = APIRouter(
@@ -89,12 +81,6 @@ async def patch_config(
         raise RequestValidationError(
             [{"loc": tuple(str(e["loc"]).split(".")), "msg": e["msg"]} for e in exc.errors]
         ) from None
-    if gateway.redis is not None:
-        # Shared with the other workers and replicas, which apply it on their next sync.
-        try:
-            await gateway.redis.set(OVERRIDES_KEY, encode_overrides(overrides))
-        except REDIS_ERRORS as exc:
-            if gateway.health is not None:
-                gateway.health.failed(exc)
+    await gateway.share_overrides()
     body = {"values": current_values(gateway.settings), "changeable": list(RUNTIME_KEYS)}
     return Response(orjson.dumps(body), media_type="application/json")

@@ -88,7 +88,7 @@ async def post_events(request: Request, gateway: GatewayDep) -> Response:
         )
         for e in parsed
     ]
-    result = await gateway.service.ingest(events)
+    result = await gateway.ingest.ingest(events)
     if metrics_on:
         from recengine.observability import metrics
 

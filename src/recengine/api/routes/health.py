@@ -25,7 +25,7 @@ async def health() -> Response:
     responses={503: {"description": "No model is loaded: nothing could be served."}},
 )
 async def ready(request: Request, gateway: GatewayDep) -> Response:
-    await gateway.probe_redis()
+    await gateway.stores.probe()
     models = {name: m.version for name, m in gateway.registry.models.items()}
     if not models:
         return problem(
@@ -34,12 +34,12 @@ async def ready(request: Request, gateway: GatewayDep) -> Response:
             "`recengine train --engine popularity`",
             request.state.request_id,
         )
-    degraded = gateway.health is not None and gateway.health.degraded
+    stores = gateway.stores
     body = {
-        "status": "degraded" if degraded else "ready",
+        "status": "degraded" if stores.degraded else "ready",
         "models": models,
-        "cache": "redis" if gateway.redis is not None and not degraded else "memory",
-        "redis": gateway.redis_status,
+        "cache": "redis" if stores.redis is not None and not stores.degraded else "memory",
+        "redis": stores.redis_status,
     }
     return Response(orjson.dumps(body), media_type="application/json")
 

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from recengine.api.deps import GatewayDep, get_gateway
 from recengine.api.schemas import RecommendationResponse, RecommendBody, RecommendQuery, query_parameters
-from recengine.serving.service import Answer, RecommendRequest
+from recengine.serving.types import Answer, RecommendRequest
 
 router = APIRouter(prefix="/api/v1", tags=["recommendations"])
 

@@ -202,24 +202,14 @@ class NeuralEngine(Engine):
         scores[:, 0] = -torch.inf
         return scores
 
-    def recommend(
-        self,
-        histories: Sequence[np.ndarray],
-        k: int,
-        exclude: Sequence[np.ndarray] | None = None,
-        exclude_history: bool = True,
+    def top_items(
+        self, histories: Sequence[np.ndarray], k: int, excluded: Sequence[np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
         index = self.index
         if index.kind == "exact":
-            return super().recommend(histories, k, exclude, exclude_history)
+            return super().top_items(histories, k, excluded)
         users = self.user_vectors(histories).numpy()
-        drops = []
-        for i, h in enumerate(histories):
-            parts = [np.asarray(h, dtype=np.int64)] if exclude_history else []
-            if exclude is not None and i < len(exclude):
-                parts.append(np.asarray(exclude[i], dtype=np.int64))
-            drops.append(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
-        ids, cos = index.search(users, k, exclude=drops)
+        ids, cos = index.search(users, k, exclude=excluded)
         return ids, cos / float(self.model.temperature)
 
     def similar_items(self, item_indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
