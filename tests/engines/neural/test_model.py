@@ -9,21 +9,21 @@ import torch
 
 from recengine.data.dataset import TRAIN, Dataset, IdMap
 from recengine.engines.neural.features import FeatureVocab, parse_new_items, title_tokens
-from recengine.engines.neural.model import ItemInputs, TwoTower, TwoTowerConfig, pad_right
+from recengine.engines.neural.model import ItemInputs, TwoTower, TwoTowerConfig
 from recengine.engines.neural.module import TwoTowerModule, inclusion_log_q, sampled_softmax_loss
+from recengine.engines.sequences import pad_histories
 from recengine.errors import DataError
 from recengine.settings import NeuralSettings, TrainingSettings
 from recengine.training.datamodule import SequenceDataModule
 
 
 def config_for(ds: Dataset, vocab: FeatureVocab, d: int = 16) -> TwoTowerConfig:
-    return TwoTowerConfig(
+    return TwoTowerConfig.from_settings(
+        NeuralSettings(d_model=d, max_len=20, dropout=0.1),
         n_id_items=ds.n_items,
         n_categories=vocab.n_categories,
         title_buckets=vocab.title_buckets,
         n_numeric=len(vocab.numeric),
-        d_model=d,
-        max_len=20,
     )
 
 
@@ -37,7 +37,7 @@ def test_item_and_user_towers_have_the_documented_shapes(small_dataset: Dataset)
     vecs = model.item_vectors(items)
     assert vecs.shape == (n, 16)
     assert torch.allclose(vecs[1:].norm(dim=-1), torch.ones(n - 1), atol=1e-5)
-    seqs, lengths = pad_right([np.array([1, 2, 3]), np.array([4])], max_len=20)
+    seqs, lengths = pad_histories([np.array([1, 2, 3]), np.array([4])], max_len=20)
     assert seqs.shape == (2, 3) and lengths.tolist() == [3, 1]
     every = model.user_vectors(vecs[seqs], seqs > 0)
     assert every.shape == (2, 3, 16)
