@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 
 from recengine.data.dataset import Dataset
 from recengine.errors import ConfigError
+from recengine.observability.logging import adopt_library_loggers
 from recengine.settings import TrainingSettings
 from recengine.training.task import Progress
 from recengine.training.tracking import Tracker
@@ -251,6 +252,7 @@ def build_trainer(
     With ``training.average_epochs`` set, the weights' moving average over about that many epochs is what
     validation scores and what training leaves in the module.
     """
+    adopt_library_loggers()  # Lightning's import gave it a console handler: no line twice where logging is set up
     if training.num_threads is not None:
         torch.set_num_threads(training.num_threads)
     L.seed_everything(training.seed, workers=True, verbose=False)
