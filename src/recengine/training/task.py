@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pydantic import BaseModel
+
 from recengine.data.dataset import Dataset
 from recengine.settings import TrainingSettings
 
@@ -58,3 +60,17 @@ class EngineTask(Protocol):
     ) -> Engine:
         """The serving engine from the trained (best-epoch) module; ``summary`` becomes its metrics."""
         ...
+
+
+def artifact_config(
+    model_config: dict[str, Any], section: BaseModel, training: TrainingSettings, dataset: Dataset
+) -> dict[str, Any]:
+    """The config.json of every ML engine's artifact (``train`` adds ``version``, ``fit`` the ``mlflow_run_id``):
+    the model's own config to rebuild it from, the engine settings (``inference_threads`` and the rest), the
+    effective training settings and the data set it was trained on."""
+    return {
+        "hyper_parameters": model_config,
+        "settings": section.model_dump(),
+        "training": training.model_dump(mode="json"),
+        "dataset_hash": dataset.content_hash,
+    }

@@ -147,3 +147,18 @@ def test_parse_new_items_refuses_a_non_frame() -> None:
     vocab = FeatureVocab(categories=[], title_buckets=16)
     with pytest.raises(DataError, match="polars DataFrame"):
         parse_new_items([{"item": "a"}], IdMap([""]), vocab)  # type: ignore[arg-type]
+
+
+def test_the_config_takes_every_setting_it_shares_from_the_settings() -> None:
+    import dataclasses
+
+    settings = NeuralSettings()
+    config = TwoTowerConfig.from_settings(settings, n_id_items=9, n_categories=3, title_buckets=64, n_numeric=1)
+    shared = {f.name for f in dataclasses.fields(TwoTowerConfig)} & set(NeuralSettings.model_fields)
+    assert shared >= {"d_model", "max_len", "temperature", "dropout"}
+    for field in dataclasses.fields(TwoTowerConfig):
+        if field.name in shared:
+            assert field.default is dataclasses.MISSING, f"{field.name} has a default of its own"
+            if field.name != "title_buckets":  # from the fitted vocabulary, which takes it from the settings
+                assert getattr(config, field.name) == getattr(settings, field.name)
+    assert (config.n_id_items, config.n_categories, config.title_buckets, config.n_numeric) == (9, 3, 64, 1)

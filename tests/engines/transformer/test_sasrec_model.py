@@ -168,3 +168,18 @@ def test_predicting_ahead_is_refused_without_the_full_softmax() -> None:
     seqs = torch.tensor([[1, 2, 3]])
     with pytest.raises(ValueError, match="full softmax"):
         make_model().loss(seqs, seqs + 1, kind="bce", ahead=2)
+
+
+def test_the_config_takes_every_setting_it_shares_from_the_settings() -> None:
+    import dataclasses
+
+    settings = TransformerSettings()
+    config = SASRecConfig.from_settings(settings, n_items=30, max_len=25)
+    shared = {f.name for f in dataclasses.fields(SASRecConfig)} & set(TransformerSettings.model_fields)
+    assert shared >= {"d_model", "n_layers", "n_heads", "dropout", "attn_dropout", "block", "positions"}
+    for field in dataclasses.fields(SASRecConfig):
+        if field.name in shared:
+            assert field.default is dataclasses.MISSING, f"{field.name} has a default of its own"
+            if field.name != "max_len":  # the settings may say "auto"; the engine resolves it
+                assert getattr(config, field.name) == getattr(settings, field.name)
+    assert (config.n_items, config.max_len) == (30, 25)

@@ -19,6 +19,9 @@ from torch import nn
 
 from recengine.settings import NeuralSettings
 
+# The fields of TwoTowerConfig that engines.neural settings own (their defaults live there only).
+_FROM_SETTINGS = ("d_model", "max_len", "temperature", "dropout")
+
 
 @dataclass(frozen=True)
 class TwoTowerConfig:
@@ -39,16 +42,8 @@ class TwoTowerConfig:
     def from_settings(
         cls, section: NeuralSettings, n_id_items: int, n_categories: int, title_buckets: int, n_numeric: int
     ) -> TwoTowerConfig:
-        return cls(
-            n_id_items=n_id_items,
-            n_categories=n_categories,
-            title_buckets=title_buckets,
-            n_numeric=n_numeric,
-            d_model=section.d_model,
-            max_len=section.max_len,
-            temperature=section.temperature,
-            dropout=section.dropout,
-        )
+        sizes = {"n_id_items": n_id_items, "n_categories": n_categories, "title_buckets": title_buckets}
+        return cls(**sizes, n_numeric=n_numeric, **{k: getattr(section, k) for k in _FROM_SETTINGS})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

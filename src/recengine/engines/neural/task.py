@@ -16,7 +16,7 @@ from recengine.engines.neural.module import TwoTowerModule
 from recengine.errors import DataError
 from recengine.settings import NeuralSettings, TrainingSettings
 from recengine.training.datamodule import SequenceDataModule
-from recengine.training.task import Task
+from recengine.training.task import Task, artifact_config
 
 
 def item_features(dataset: Dataset, section: NeuralSettings) -> tuple[np.ndarray, FeatureVocab, torch.Tensor]:
@@ -61,11 +61,6 @@ def from_trained(
         ann_kind=section.ann_kind,
         inference_threads=section.inference_threads,
         items=dataset.items,
-        config={
-            "hyper_parameters": model.cfg.to_dict(),
-            "settings": section.model_dump(),
-            "training": training.model_dump(mode="json"),
-            "dataset_hash": dataset.content_hash,
-        },
+        config=artifact_config(model.cfg.to_dict(), section, training, dataset),
         metrics=summary,
     )

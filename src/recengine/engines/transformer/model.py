@@ -1,6 +1,7 @@
 """SASRec-family next-item model: a pre-LayerNorm causal transformer over a user's item sequence.
 
-Read top to bottom: the config, one block, the model (encode → training losses → inference scores).
+Read top to bottom: the config, one block, the model (encode → training losses → inference scores); the fused
+full-softmax cross-entropy is in ``loss.py``.
 Shapes: B batch, T sequence positions, d width, N items (index 0 is padding, real items are 1..N).
 
 Sequences are right-padded: item t sits at position t counted from the oldest kept item, padding follows the last
@@ -22,6 +23,10 @@ from recengine.engines.transformer.loss import full_softmax_ce
 from recengine.settings import TransformerSettings
 
 Loss = Literal["ce", "sampled_softmax", "bce"]
+
+
+# The fields of SASRecConfig that engines.transformer settings own (their defaults live there only).
+_FROM_SETTINGS = ("d_model", "n_layers", "n_heads", "dropout", "attn_dropout", "block", "positions")
 
 
 @dataclass(frozen=True)
@@ -48,17 +53,7 @@ class SASRecConfig:
     @classmethod
     def from_settings(cls, section: TransformerSettings, n_items: int, max_len: int) -> SASRecConfig:
         """The engine's settings for a catalogue of ``n_items`` and a resolved ``max_len`` (settings may say "auto")."""
-        return cls(
-            n_items=n_items,
-            max_len=max_len,
-            d_model=section.d_model,
-            n_layers=section.n_layers,
-            n_heads=section.n_heads,
-            dropout=section.dropout,
-            attn_dropout=section.attn_dropout,
-            block=section.block,
-            positions=section.positions,
-        )
+        return cls(n_items=n_items, max_len=max_len, **{k: getattr(section, k) for k in _FROM_SETTINGS})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

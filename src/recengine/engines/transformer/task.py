@@ -16,7 +16,7 @@ from recengine.engines.transformer.module import SASRecModule
 from recengine.errors import DataError
 from recengine.settings import TrainingSettings, TransformerSettings
 from recengine.training.datamodule import SequenceDataModule
-from recengine.training.task import Task
+from recengine.training.task import Task, artifact_config
 
 
 def resolve_max_len(config: TransformerSettings, dataset: Dataset) -> int:
@@ -35,17 +35,13 @@ def resolve_max_len(config: TransformerSettings, dataset: Dataset) -> int:
     return int(min(200, max(20, math.ceil(p90 / 10) * 10)))
 
 
+# Settings of engines.transformer that replace the training section's for this engine (None keeps training's).
+TRAINING_OVERRIDES = ("lr", "warmup_steps", "patience", "batch_size", "batch_tokens", "batching", "average_epochs")
+
+
 def engine_training(section: TransformerSettings, training: TrainingSettings) -> TrainingSettings:
     """The training settings with this engine's own overrides applied."""
-    return training.with_overrides(
-        lr=section.lr,
-        warmup_steps=section.warmup_steps,
-        patience=section.patience,
-        batch_size=section.batch_size,
-        batch_tokens=section.batch_tokens,
-        batching=section.batching,
-        average_epochs=section.average_epochs,
-    )
+    return training.with_overrides(**{k: getattr(section, k) for k in TRAINING_OVERRIDES})
 
 
 def build_task(dataset: Dataset, section: TransformerSettings, training: TrainingSettings) -> Task:
@@ -97,11 +93,6 @@ def from_trained(
         model,
         inference_threads=section.inference_threads,
         items=dataset.items,
-        config={
-            "hyper_parameters": model.config.to_dict(),
-            "settings": section.model_dump(),
-            "training": training.model_dump(mode="json"),
-            "dataset_hash": dataset.content_hash,
-        },
+        config=artifact_config(model.config.to_dict(), section, training, dataset),
         metrics=summary,
     )
