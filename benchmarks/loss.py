@@ -1,4 +1,5 @@
-"""Cost of the transformer's full-softmax loss: the fused ``full_softmax_ce`` against ``F.cross_entropy`` on the logits.
+"""Cost of the transformer's full-softmax loss: the fused ``full_softmax_ce`` (``engines/transformer/loss.py``) against
+``F.cross_entropy`` on the logits.
 
 One training step (encode → loss → backward; ``SASRec.loss`` with one target per position) of the default SASRec on a
 batch shaped like Amazon Beauty's under the default batching: 256 histories of up to 20 items, lengths drawn from a
@@ -73,18 +74,7 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     d = TransformerSettings()  # the engine's defaults, as the engine builds its model from them
-    config = SASRecConfig(
-        n_items=args.items,
-        max_len=args.max_len,
-        d_model=d.d_model,
-        n_layers=d.n_layers,
-        n_heads=d.n_heads,
-        dropout=d.dropout,
-        attn_dropout=d.attn_dropout,
-        block=d.block,
-        positions=d.positions,
-    )
-    model = SASRec(config)
+    model = SASRec(SASRecConfig.from_settings(d, n_items=args.items, max_len=args.max_len))
     model.train()
     seqs = batch(args.items, args.histories, args.max_len, args.mean_len, seed=0)
     positions = int((seqs[:, 1:] > 0).sum())

@@ -123,9 +123,9 @@ def run_one(dataset_name: str, engine_name: str) -> dict[str, Any]:
     """Runs inside the child process: prepare, fit, evaluate, time."""
     import torch
 
-    from recengine.engines import engine_class
     from recengine.evaluation import evaluate
     from recengine.settings import load_settings
+    from recengine.training.run import fit
 
     settings = load_settings(None)
     t0 = time.perf_counter()
@@ -137,7 +137,7 @@ def run_one(dataset_name: str, engine_name: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         extra = {"callbacks": [curve]} if curve is not None else {}
-        engine = engine_class(base).fit(dataset, section, training=settings.training, tracking_dir=Path(tmp), **extra)
+        engine = fit(base, dataset, section, settings.training, Path(tmp), **extra)
         fit_s = time.perf_counter() - t0 - (curve.excluded if curve is not None else 0.0)
     t0 = time.perf_counter()
     metrics = evaluate(engine.score, dataset, split="test", ks=(10, 20))
@@ -156,9 +156,9 @@ def run_one(dataset_name: str, engine_name: str) -> dict[str, Any]:
     }
     row["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     if curve is not None:
-        # The engines time their own fit; take the report-only test evaluations back out of those figures.
+        # The run times its own fit; take the report-only test evaluations back out of those figures.
         t = row["training"]
-        epochs = t.get("epochs_run", t.get("epochs"))
+        epochs = t.get("epochs_run")
         if "train_seconds" in t:
             t["train_seconds"] = round(t["train_seconds"] - curve.excluded, 1)
         if epochs and "seconds_per_epoch" in t:

@@ -72,7 +72,11 @@ def write_markdown(cold: dict[str, Any], command: str, out: Path) -> None:
     ]
     for r in rows:
         t = r.get("training", {})
-        epochs = f"{t['epochs']} ({t['best_epoch'] + 1})" if "epochs" in t else ""
+        epochs = ""
+        if r["engine"] == "neural" and "epochs_run" in t:
+            epochs = f"{t['epochs_run']} ({t['best_epoch']})"
+        elif "epochs" in t:  # rows written before the one metrics schema: best_epoch was 0-based
+            epochs = f"{t['epochs']} ({t['best_epoch'] + 1})"
         lines.append(
             f"| {r['dataset']} | {r['engine']} | {r['hr@10']:.4f} | {r['ndcg@10']:.4f} | {r['hr@20']:.4f} | "
             f"{r['ndcg@20']:.4f} | {t.get('seconds_per_epoch', '')} | {epochs} | {r['fit_s']:.1f} | "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -71,6 +72,29 @@ def test_train_evaluate_and_models(workspace: Path, monkeypatch: pytest.MonkeyPa
     code, output = run("models")
     assert code == 0, output
     assert "popularity" in output
+
+
+def test_train_configures_logging_before_training(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from recengine.observability import logging as rlog
+    from recengine.training import run as training_run
+
+    monkeypatch.chdir(workspace)
+    order: list[str] = []
+    configure, train = rlog.configure_logging, training_run.train
+
+    def configure_first(*args: Any, **kwargs: Any) -> None:
+        order.append("configure_logging")
+        configure(*args, **kwargs)
+
+    def then_train(*args: Any, **kwargs: Any) -> Any:
+        order.append("train")
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(rlog, "configure_logging", configure_first)
+    monkeypatch.setattr(training_run, "train", then_train)
+    code, output = run("train", "--engine", "popularity", "--data", "data", "-o", "models/logged")
+    assert code == 0, output
+    assert order == ["configure_logging", "train"]
 
 
 def test_evaluate_refuses_a_mismatched_vocabulary(

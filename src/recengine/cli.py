@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -194,66 +193,47 @@ def train(
     """Train an engine, evaluate it on the test split and write its artifact."""
     from recengine.data.dataset import Dataset
     from recengine.engines import engine_class
-    from recengine.engines.artifact import set_current, version_dir
-    from recengine.evaluation import evaluate
+    from recengine.observability.logging import configure_logging
+    from recengine.training.run import train as train_run
 
     settings = settings_from(config, profile)
     if epochs is not None:
         settings.training.epochs = epochs
+    # Before training: Lightning's and MLflow's own log lines then share the configured format and level.
+    configure_logging(settings.observability.log_level, settings.observability.log_format)
     with errors_to_exit():
-        cls = engine_class(engine)
+        engine_class(engine)  # an unknown name is a one-line error, not a missing settings section
         dataset = Dataset.load(data or settings.data.dir)
         if events is not None:
             from recengine.data.events import merge_event_log
 
             dataset = merge_event_log(dataset, events)
-        section = getattr(settings.engines, engine)
-        target = output or version_dir(settings.serving.artifacts_dir, engine)
-        started = time.perf_counter()
         with progress_bar(transient=False) as bar:
             task = bar.add_task(f"train {engine}", total=None, info="")
+            testing: list[Any] = []
 
             def report(message: str, done: int | None = None, total: int | None = None) -> None:
                 bar.update(task, info=message, completed=done, total=total)
 
-            model = cls.fit(
+            def report_test(done: int, total: int) -> None:
+                if not testing:
+                    testing.append(bar.add_task("evaluate test", total=total, info=""))
+                bar.update(testing[0], completed=done, total=total)
+
+            result = train_run(
+                engine,
                 dataset,
-                section,
-                training=settings.training,
-                tracking_dir=settings.serving.artifacts_dir,
+                getattr(settings.engines, engine),
+                settings.training,
+                settings.serving.artifacts_dir,
+                output=output,
                 progress=report,
+                test_progress=report_test,
             )
-        train_s = time.perf_counter() - started
-        with progress_bar() as bar:
-            task = bar.add_task("evaluate test", total=None, info="")
-            metrics = evaluate(
-                model.score,
-                dataset,
-                split="test",
-                ks=(10, 20),
-                progress=lambda d, t: bar.update(task, completed=d, total=t),
-            )
-        model.metrics = {**model.metrics, "test": metrics, "train_seconds": round(train_s, 2)}
-        if output is None:
-            # In the artifacts folder the directory name is the version the server reports.
-            model.config["version"] = target.name
-        model.save(target)
-        if output is None:
-            set_current(target)
-        _log_test_metrics(model, metrics)
-        from recengine.observability.logging import configure_logging, log_training_summary
-
-        configure_logging(settings.observability.log_level, settings.observability.log_format)
-        log_training_summary(engine, _headline(metrics), train_s, model_version=model.version, path=str(target))
-    print_metrics(f"{engine} — test ({metrics['n_users']} users)", _headline(metrics))
-    console.print(f"model written to {target} in {train_s:.1f} s")
-
-
-def _log_test_metrics(model: Any, metrics: dict[str, Any]) -> None:
-    """Engines trained with MLflow tracking expose their run; the final test metrics go to it."""
-    hook: Callable[[dict[str, Any]], None] | None = getattr(model, "log_test_metrics", None)
-    if hook is not None:
-        hook(metrics)
+            for done in testing:  # the evaluation's bar goes once it is done, as a transient one would
+                bar.remove_task(done)
+    print_metrics(f"{engine} — test ({result.metrics['n_users']} users)", _headline(result.metrics))
+    console.print(f"model written to {result.path} in {result.train_seconds:.1f} s")
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from recengine.data.dataset import Dataset
-from recengine.engines import ENGINE_CLASSES, engine_class
+from recengine.engines import ENGINE_CLASSES
 from recengine.engines.base import Engine
 from recengine.settings import (
     EaseSettings,
@@ -41,12 +41,9 @@ def fitted_engine(
 
     The one place the engine tests call the training API, so a change of that API changes this function only.
     """
-    return engine_class(name).fit(
-        dataset,
-        TINY_SECTIONS[name] if section is None else section,
-        training=training or TINY_TRAINING,
-        tracking_dir=tmp,
-    )
+    from recengine.training.run import fit
+
+    return fit(name, dataset, TINY_SECTIONS[name] if section is None else section, training or TINY_TRAINING, tmp)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 Every engine works in index space (item indices from the data set's id map, 1-based, 0 = padding); the serving
 layer translates external ids. A history is an int64 array of item indices in time order, oldest first.
 
-    engine = Popularity.fit(dataset, settings.engines.popularity)   # train (classmethod)
+    engine = training.run.fit("popularity", dataset, section, training, artifacts_dir)   # train (any engine)
     engine.save(model_dir)                                          # artifact: safetensors + JSON
     engine = load_engine(model_dir)                                 # any engine, from the directory alone
     scores = engine.score(histories)                                # (B, n_items + 1) — used by the evaluator
@@ -35,7 +35,8 @@ from recengine.evaluation import mask_scores
 
 
 class Engine(ABC):
-    """Base class of every engine. Subclasses set ``name`` and implement fit / score / save / load."""
+    """Base class of every engine. Subclasses set ``name`` and implement score / save / load, and either ``fit``
+    (closed form) or a training task (``training_task``)."""
 
     name: ClassVar[str]
     #: True when the engine needs a non-empty history (it raises NoHistory otherwise).
@@ -63,10 +64,16 @@ class Engine(ABC):
         return str(self.config.get("version", "unversioned"))
 
     # ---- training ----------------------------------------------------------------------------------------------
+    #: Module of the engine's Lightning training task (``build_task`` / ``from_trained``, see ``training/task.py``)
+    #: for an engine trained by gradient descent; None for a closed-form engine, which implements :meth:`fit`.
+    training_task: ClassVar[str | None] = None
+
     @classmethod
-    @abstractmethod
     def fit(cls, dataset: Dataset, config: Any, **kwargs: Any) -> Self:
-        """Train on ``dataset`` (its train split; validation for model selection) and return the engine."""
+        """Closed-form engines: fit on ``dataset`` (its train split; validation for model selection).
+
+        Called by ``training.run.fit``, which also validates, times and tracks the run."""
+        raise NotImplementedError(f"{cls.__name__} trains through its training task ({cls.training_task})")
 
     # ---- inference ---------------------------------------------------------------------------------------------
     @abstractmethod

@@ -92,6 +92,9 @@ def configure_logging(level: str = "INFO", fmt: LogFormat | str = "console") -> 
     )
     handler = _StderrHandler()
     handler.setFormatter(formatter)
+    # On the handler too: libraries that set their own loggers' level (Lightning: INFO) propagate records past the
+    # root logger's level check.
+    handler.setLevel(numeric)
     root = logging.getLogger()
     # Replace (not add to) our handler so configuring twice — app factory in tests — never doubles every line.
     for old in [h for h in root.handlers if getattr(h, "_recengine", False)]:
@@ -99,8 +102,27 @@ def configure_logging(level: str = "INFO", fmt: LogFormat | str = "console") -> 
     handler._recengine = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(numeric)
-    # uvicorn installs its own handlers; let its records propagate to ours so they share the format.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    adopt_library_loggers()
+
+
+# Libraries that give their loggers console handlers of their own: uvicorn when it starts, Lightning when imported.
+_OWN_HANDLERS: Final = (
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "lightning",
+    "lightning.pytorch",
+    "lightning.fabric",
+)
+
+
+def adopt_library_loggers() -> None:
+    """Once :func:`configure_logging` has run, send the records of libraries that install their own console
+    handlers through ours instead (one format, and no line printed twice). Call it again after importing such a
+    library later (the trainer does, for Lightning); without our configuration it changes nothing."""
+    if not any(getattr(h, "_recengine", False) for h in logging.getLogger().handlers):
+        return
+    for name in _OWN_HANDLERS:
         lg = logging.getLogger(name)
         lg.handlers.clear()
         lg.propagate = True

@@ -1,4 +1,6 @@
-"""Training shared by the ML engines: data modules, a Trainer from the settings, MLflow tracking.
+"""Training: ``run.py`` owns a training run (every engine: fit, validation, test, artifact, one MLflow run);
+``task.py`` is what an ML engine's training task provides; data modules, a Trainer from the settings, validation and
+MLflow tracking serve it.
 
 Imported only when training: serving never needs Lightning or MLflow.
 """

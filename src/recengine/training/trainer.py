@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -27,12 +27,11 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 
 from recengine.data.dataset import Dataset
 from recengine.errors import ConfigError
-from recengine.evaluation import evaluate
+from recengine.observability.logging import adopt_library_loggers
 from recengine.settings import TrainingSettings
+from recengine.training.task import Progress
 from recengine.training.tracking import Tracker
-
-Progress = Callable[[str, int | None, int | None], None]
-MONITOR = "valid/ndcg@10"
+from recengine.training.validation import MONITOR, validation_metrics
 
 
 @runtime_checkable
@@ -61,20 +60,10 @@ class RankingValidation(Callback):
             raise TypeError(f"{type(pl_module).__name__} has no score(histories) method to validate with")
         was_training = pl_module.training
         pl_module.eval()
-        started = time.perf_counter()
         try:
-            result = evaluate(
-                pl_module.score,
-                self.dataset,
-                split="valid",
-                ks=(10, 20),
-                batch_size=self.batch_size,
-                max_users=self.max_users,
-            )
+            metrics = validation_metrics(pl_module.score, self.dataset, self.max_users, self.batch_size)
         finally:
             pl_module.train(was_training)
-        metrics = {f"valid/{k}": float(v) for k, v in result.items() if "@" in k}
-        metrics["valid/seconds"] = time.perf_counter() - started
         for name, value in metrics.items():
             pl_module.log(name, value, on_epoch=True, logger=bool(trainer.loggers))
         score = metrics[MONITOR]
@@ -263,6 +252,7 @@ def build_trainer(
     With ``training.average_epochs`` set, the weights' moving average over about that many epochs is what
     validation scores and what training leaves in the module.
     """
+    adopt_library_loggers()  # Lightning's import gave it a console handler: no line twice where logging is set up
     if training.num_threads is not None:
         torch.set_num_threads(training.num_threads)
     L.seed_everything(training.seed, workers=True, verbose=False)

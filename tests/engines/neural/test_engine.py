@@ -17,29 +17,37 @@ from recengine.engines.popularity import Popularity
 from recengine.errors import ArtifactError, DataError
 from recengine.evaluation import evaluate
 from recengine.settings import NeuralSettings, TrainingSettings
+from recengine.training.run import fit
 from tests.conftest import make_dataset
 from tests.engines.contract import EngineContract
 
 
 @pytest.fixture(scope="module")
-def trained(small_dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> NeuralEngine:
-    return NeuralEngine.fit(
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tracking")
+
+
+@pytest.fixture(scope="module")
+def trained(small_dataset: Dataset, tracking: Path) -> NeuralEngine:
+    engine = fit(
+        "neural",
         small_dataset,
         NeuralSettings(d_model=32, max_len=20, feature_dropout=0.5),
-        training=TrainingSettings(epochs=6, batch_size=32, lr=3e-3, patience=6, valid_users=None, num_threads=1),
-        tracking_dir=tmp_path_factory.mktemp("tracking"),
+        TrainingSettings(epochs=6, batch_size=32, lr=3e-3, patience=6, valid_users=None, num_threads=1),
+        tracking,
     )
+    assert isinstance(engine, NeuralEngine)
+    return engine
 
 
 def untrained(ds: Dataset, **kwargs: object) -> NeuralEngine:
     vocab = FeatureVocab.fit(ds.items, 64)
-    cfg = TwoTowerConfig(
+    cfg = TwoTowerConfig.from_settings(
+        NeuralSettings(d_model=16, max_len=20, dropout=0.1),
         n_id_items=ds.n_items,
         n_categories=vocab.n_categories,
         title_buckets=vocab.title_buckets,
         n_numeric=len(vocab.numeric),
-        d_model=16,
-        max_len=20,
     )
     torch.manual_seed(0)
     return NeuralEngine(
@@ -56,13 +64,15 @@ class TestNeuralContract(EngineContract):
     needs_history = True
 
 
-def test_fit_beats_popularity_and_records_the_run(trained: NeuralEngine, small_dataset: Dataset) -> None:
+def test_fit_beats_popularity_and_records_the_run(
+    trained: NeuralEngine, small_dataset: Dataset, tracking: Path
+) -> None:
     ours = evaluate(trained.score, small_dataset, "test", ks=(10,))["ndcg@10"]
     pop = evaluate(Popularity.fit(small_dataset).score, small_dataset, "test", ks=(10,))["ndcg@10"]
     assert ours > 2 * pop
-    assert trained.metrics["best_epoch"] >= 0 and trained.metrics["seconds_per_epoch"] > 0
-    run_dir = trained.tracker.run_dir()
-    assert run_dir is not None and (run_dir / "metrics").is_dir()
+    assert trained.metrics["best_epoch"] >= 1 and trained.metrics["seconds_per_epoch"] > 0
+    runs = list((tracking / "mlruns").glob(f"*/{trained.config['mlflow_run_id']}"))
+    assert len(runs) == 1 and (runs[0] / "metrics").is_dir()
 
 
 def test_inference_uses_the_configured_threads(trained: NeuralEngine, tmp_path: Path) -> None:
@@ -173,10 +183,28 @@ def test_load_refuses_weights_that_do_not_fit(trained: NeuralEngine, tmp_path: P
     import json
 
     config = json.loads((path / "config.json").read_text())
-    config["model"]["d_model"] = 8
+    config["hyper_parameters"]["d_model"] = 8
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ArtifactError, match="do not fit"):
         NeuralEngine.load(path)
+
+
+def test_artifacts_of_the_old_layout_still_load(trained: NeuralEngine, tmp_path: Path) -> None:
+    import json
+
+    path = trained.save(tmp_path / "m")
+    config = json.loads((path / "config.json").read_text())
+    assert config["hyper_parameters"] == trained.model.cfg.to_dict() and config["settings"]["d_model"] == 32
+    # Before one artifact schema: the model config under "model", the engine settings under "hyper_parameters".
+    old = {k: v for k, v in config.items() if k != "settings"}
+    old["model"], old["hyper_parameters"] = config["hyper_parameters"], config["settings"]
+    (path / "config.json").write_text(json.dumps(old))
+    loaded = NeuralEngine.load(path)
+    histories = [np.array([1, 5, 9]), np.array([7])]
+    assert torch.equal(loaded.score(histories), trained.score(histories))
+    assert loaded.config["settings"] == config["settings"] and "model" not in loaded.config
+    again = json.loads((loaded.save(tmp_path / "again") / "config.json").read_text())
+    assert again["hyper_parameters"] == config["hyper_parameters"] and again["settings"] == config["settings"]
 
 
 def test_serving_needs_no_lightning(trained: NeuralEngine, tmp_path: Path) -> None:

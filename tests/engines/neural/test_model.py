@@ -9,21 +9,21 @@ import torch
 
 from recengine.data.dataset import TRAIN, Dataset, IdMap
 from recengine.engines.neural.features import FeatureVocab, parse_new_items, title_tokens
-from recengine.engines.neural.model import ItemInputs, TwoTower, TwoTowerConfig, pad_right
+from recengine.engines.neural.model import ItemInputs, TwoTower, TwoTowerConfig
 from recengine.engines.neural.module import TwoTowerModule, inclusion_log_q, sampled_softmax_loss
+from recengine.engines.sequences import pad_histories
 from recengine.errors import DataError
 from recengine.settings import NeuralSettings, TrainingSettings
 from recengine.training.datamodule import SequenceDataModule
 
 
 def config_for(ds: Dataset, vocab: FeatureVocab, d: int = 16) -> TwoTowerConfig:
-    return TwoTowerConfig(
+    return TwoTowerConfig.from_settings(
+        NeuralSettings(d_model=d, max_len=20, dropout=0.1),
         n_id_items=ds.n_items,
         n_categories=vocab.n_categories,
         title_buckets=vocab.title_buckets,
         n_numeric=len(vocab.numeric),
-        d_model=d,
-        max_len=20,
     )
 
 
@@ -37,7 +37,7 @@ def test_item_and_user_towers_have_the_documented_shapes(small_dataset: Dataset)
     vecs = model.item_vectors(items)
     assert vecs.shape == (n, 16)
     assert torch.allclose(vecs[1:].norm(dim=-1), torch.ones(n - 1), atol=1e-5)
-    seqs, lengths = pad_right([np.array([1, 2, 3]), np.array([4])], max_len=20)
+    seqs, lengths = pad_histories([np.array([1, 2, 3]), np.array([4])], max_len=20)
     assert seqs.shape == (2, 3) and lengths.tolist() == [3, 1]
     every = model.user_vectors(vecs[seqs], seqs > 0)
     assert every.shape == (2, 3, 16)
@@ -147,3 +147,18 @@ def test_parse_new_items_refuses_a_non_frame() -> None:
     vocab = FeatureVocab(categories=[], title_buckets=16)
     with pytest.raises(DataError, match="polars DataFrame"):
         parse_new_items([{"item": "a"}], IdMap([""]), vocab)  # type: ignore[arg-type]
+
+
+def test_the_config_takes_every_setting_it_shares_from_the_settings() -> None:
+    import dataclasses
+
+    settings = NeuralSettings()
+    config = TwoTowerConfig.from_settings(settings, n_id_items=9, n_categories=3, title_buckets=64, n_numeric=1)
+    shared = {f.name for f in dataclasses.fields(TwoTowerConfig)} & set(NeuralSettings.model_fields)
+    assert shared >= {"d_model", "max_len", "temperature", "dropout"}
+    for field in dataclasses.fields(TwoTowerConfig):
+        if field.name in shared:
+            assert field.default is dataclasses.MISSING, f"{field.name} has a default of its own"
+            if field.name != "title_buckets":  # from the fitted vocabulary, which takes it from the settings
+                assert getattr(config, field.name) == getattr(settings, field.name)
+    assert (config.n_id_items, config.n_categories, config.title_buckets, config.n_numeric) == (9, 3, 64, 1)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,10 +15,12 @@ import torch
 from recengine.data.dataset import Dataset
 from recengine.engines import load_engine
 from recengine.engines.popularity import Popularity
-from recengine.engines.transformer.engine import TransformerEngine, resolve_max_len
+from recengine.engines.transformer.engine import TransformerEngine
+from recengine.engines.transformer.task import resolve_max_len
 from recengine.errors import ArtifactError
 from recengine.evaluation import evaluate
 from recengine.settings import TrainingSettings, TransformerSettings
+from recengine.training.run import fit, train
 from tests.engines.conftest import fitted_engine
 from tests.engines.contract import EngineContract
 
@@ -30,24 +33,41 @@ TRAINING = TrainingSettings(
 
 
 class Trained:
-    def __init__(self, engine: TransformerEngine, messages: list[tuple[str, int | None, int | None]], runs: Path):
+    def __init__(
+        self,
+        engine: TransformerEngine,
+        messages: list[tuple[str, int | None, int | None]],
+        runs: Path,
+        test: dict[str, Any],
+    ):
         self.engine = engine
         self.messages = messages
         self.runs = runs
+        self.test = test
+
+
+def run_dir(store: Path, run_id: str) -> Path:
+    """A run's folder in a local MLflow file store: <store>/<experiment id>/<run id>."""
+    found = list(store.glob(f"*/{run_id}"))
+    assert len(found) == 1, found
+    return found[0]
 
 
 @pytest.fixture(scope="module")
 def trained(medium_dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Trained:
     runs = tmp_path_factory.mktemp("artifacts")
     messages: list[tuple[str, int | None, int | None]] = []
-    engine = TransformerEngine.fit(
+    result = train(
+        "transformer",
         medium_dataset,
         ENGINE,
-        training=TRAINING,
-        tracking_dir=runs,
+        TRAINING,
+        runs,
+        output=runs / "model",
         progress=lambda m, d, t: messages.append((m, d, t)),
     )
-    return Trained(engine, messages, runs)
+    assert isinstance(result.engine, TransformerEngine)
+    return Trained(result.engine, messages, runs, result.metrics)
 
 
 class TestTransformerContract(EngineContract):
@@ -63,12 +83,12 @@ def test_beats_popularity_on_sequential_data(trained: Trained, medium_dataset: D
 
 
 def test_training_summary_and_progress(trained: Trained) -> None:
-    summary = trained.engine.metrics["training"]
+    summary = trained.engine.metrics
     assert 1 <= summary["best_epoch"] <= summary["epochs_run"] <= TRAINING.epochs
     history = summary["valid_history"]
     assert len(history) == summary["epochs_run"]
-    # best_epoch counts from 1 and names the epoch whose figure is reported.
-    assert history[summary["best_epoch"] - 1]["valid/ndcg@10"] == summary["best_valid_ndcg@10"]
+    # best_epoch counts from 1 and names the epoch whose figure is reported (the kept weights' figure).
+    assert history[summary["best_epoch"] - 1]["valid/ndcg@10"] == summary["valid_ndcg@10"]
     epoch_messages = [m for m, d, t in trained.messages if "valid ndcg@10" in m and "batch" not in m]
     assert len(epoch_messages) == summary["epochs_run"]
     assert "loss" in epoch_messages[-1]
@@ -85,12 +105,12 @@ def test_the_artifact_holds_the_best_epochs_weights(small_dataset: Dataset, tmp_
         section=ENGINE.model_copy(update={"lr": 0.03, "average_epochs": None}),
         training=TRAINING.model_copy(update={"epochs": 6}),
     )
-    summary = engine.metrics["training"]
+    summary = engine.metrics
     figures = [h["valid/ndcg@10"] for h in summary["valid_history"]]
     assert summary["best_epoch"] < summary["epochs_run"] == len(figures), (
         f"this run must peak before its last epoch to tell the best weights from the last: {figures}"
     )
-    best = summary["best_valid_ndcg@10"]
+    best = summary["valid_ndcg@10"]
     assert figures[summary["best_epoch"] - 1] == best > figures[-1] + 1e-3
     loaded = load_engine(engine.save(tmp_path / "model"))
     # Validation's own protocol (every user, batches of 1,024), re-run on the exported weights.
@@ -98,37 +118,35 @@ def test_the_artifact_holds_the_best_epochs_weights(small_dataset: Dataset, tmp_
     assert rescored == pytest.approx(best, abs=1e-6)
 
 
-def test_mlflow_run_has_params_metrics_and_test_results(trained: Trained, tmp_path: Path) -> None:
-    run_dir = trained.engine._tracker.run_dir()
-    assert run_dir is not None and run_dir.is_relative_to(trained.runs / "mlruns")
-    metrics = run_dir / "metrics"
+def test_mlflow_run_has_params_metrics_and_test_results(trained: Trained) -> None:
+    run = run_dir(trained.runs / "mlruns", trained.engine.config["mlflow_run_id"])
+    metrics = run / "metrics"
     loss = (metrics / "train" / "loss_epoch").read_text().splitlines()
     ndcg = (metrics / "valid" / "ndcg_at_10").read_text().splitlines()
-    assert len(loss) == len(ndcg) == trained.engine.metrics["training"]["epochs_run"]
+    assert len(loss) == len(ndcg) == trained.engine.metrics["epochs_run"]
     assert float(ndcg[0].split()[1]) > 0
-    params = run_dir / "params"
+    params = run / "params"
     assert (params / "engine.d_model").read_text() == "32"
     assert (params / "training.lr").read_text() == str(TRAINING.lr)  # engine lr None: training.lr applies
     assert (params / "dataset.hash").read_text() == trained.engine.config["dataset_hash"]
-    assert (run_dir / "tags" / "dataset_hash").read_text() == trained.engine.config["dataset_hash"]
+    assert (run / "tags" / "dataset_hash").read_text() == trained.engine.config["dataset_hash"]
 
-    model_dir = trained.engine.save(tmp_path / "model")
-    trained.engine.log_test_metrics({"ndcg@10": 0.25, "hr@10": 0.5, "n_users": 10})
-    assert (metrics / "test" / "ndcg_at_10").read_text().split()[1] == "0.25"
-    assert (run_dir / "artifacts" / "model" / "weights.safetensors").is_file()
-    assert json.loads((model_dir / "config.json").read_text())["mlflow_run_id"] == run_dir.name
+    # The test figures and the artifact went to the training's own run, which then finished.
+    assert float((metrics / "test" / "ndcg_at_10").read_text().split()[1]) == trained.test["ndcg@10"]
+    assert (run / "artifacts" / "model" / "weights.safetensors").is_file()
+    assert json.loads((trained.runs / "model" / "config.json").read_text())["mlflow_run_id"] == run.name
+    assert "status: 3" in (run / "meta.yaml").read_text()  # FINISHED
 
 
 def test_tracking_uri_setting_points_elsewhere(small_dataset: Dataset, tmp_path: Path) -> None:
     store = tmp_path / "elsewhere"
     training = TRAINING.model_copy(update={"epochs": 1, "tracking_uri": store.as_uri(), "experiment": "exp-x"})
     engine_cfg = ENGINE.model_copy(update={"lr": 0.02})
-    engine = TransformerEngine.fit(small_dataset, engine_cfg, training=training, tracking_dir=tmp_path / "art")
+    engine = fit("transformer", small_dataset, engine_cfg, training, tmp_path / "art")
     assert not (tmp_path / "art" / "mlruns").exists()
-    run_dir = engine._tracker.run_dir()
-    assert run_dir is not None and run_dir.parent.parent == store
-    assert (run_dir / "metrics" / "valid" / "ndcg_at_10").is_file()
-    assert (run_dir / "params" / "training.lr").read_text() == "0.02"  # the engine's lr overrides training.lr
+    run = run_dir(store, engine.config["mlflow_run_id"])
+    assert (run / "metrics" / "valid" / "ndcg_at_10").is_file()
+    assert (run / "params" / "training.lr").read_text() == "0.02"  # the engine's lr overrides training.lr
 
 
 def test_serving_load_does_not_import_lightning(trained: Trained, tmp_path: Path) -> None:
@@ -174,9 +192,8 @@ def test_extra_callbacks_run_each_epoch_and_gated_blocks_round_trip(small_datase
 
     training = TRAINING.model_copy(update={"epochs": 2, "lr_schedule": "plateau"})
     engine_cfg = ENGINE.model_copy(update={"block": "gated", "attn_dropout": 0.2})
-    engine = TransformerEngine.fit(
-        small_dataset, engine_cfg, training=training, tracking_dir=tmp_path, callbacks=[Seen()]
-    )
+    engine = fit("transformer", small_dataset, engine_cfg, training, tmp_path, callbacks=[Seen()])
+    assert isinstance(engine, TransformerEngine)
     assert epochs == [0, 1]
     loaded = TransformerEngine.load(engine.save(tmp_path / "m"))
     assert loaded.model.config.block == "gated"

@@ -102,12 +102,12 @@ def evaluate_cold_start(
     progress: Callable[[str, int | None, int | None], None] | None = None,
 ) -> dict[str, Any]:
     """Hide ``fraction`` of the items, train the neural engine on the rest, and compare Recall@k on the hidden items."""
-    from recengine.engines.neural.engine import NeuralEngine
+    from recengine.training.run import fit
 
     train, hidden = hide_items(dataset, fraction, seed)
     if not (train.split == TRAIN).any():
         raise DataError("cold start: nothing left to train on")
-    engine = NeuralEngine.fit(train, config, training=training, tracking_dir=tracking_dir, progress=progress)
+    engine = fit("neural", train, config, training, tracking_dir, progress=progress)
     histories, targets = cold_start_cases(dataset, hidden)
     if not histories:
         raise DataError("cold start: no user interacted with a hidden item and something else")

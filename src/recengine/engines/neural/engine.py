@@ -1,6 +1,6 @@
 """The serving side of the two-tower model: a precomputed item matrix, exact or ANN retrieval, new items at run time.
 
-    engine = NeuralEngine.fit(dataset, settings.engines.neural, training=settings.training, tracking_dir=Path("a"))
+    engine = training.run.fit("neural", dataset, settings.engines.neural, settings.training, artifacts_dir)
     engine.score(histories)                  # (B, n_items + 1) exact cosine / temperature, for the evaluator
     engine.recommend(histories, k=10)        # exact below engines.neural.ann_threshold items, faiss above it
     engine.similar_items(np.array([3]), 10)  # nearest items in the same space
@@ -8,36 +8,35 @@
     engine.save(path); NeuralEngine.load(path)
 
 The artifact holds the model weights, the feature vocabularies (config.json) and the catalogue with its metadata
-(vocab.json), which is all ``add_items`` needs after a reload; loading needs no Lightning.
+(vocab.json), which is all ``add_items`` needs after a reload; loading needs no Lightning. Training lives in
+``task.py`` (the Lightning task) and ``training/run.py``.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import polars as pl
 import torch
 
-from recengine.data.dataset import TRAIN, Dataset, IdMap, ItemCatalog
+from recengine.data.dataset import IdMap, ItemCatalog
 from recengine.engines.artifact import read_artifact, require, write_artifact
 from recengine.engines.base import Engine, known_items, stored_threads, use_threads
 from recengine.engines.index import ExactIndex, VectorIndex, build_index, recall_at_k
 from recengine.engines.neural.features import FeatureVocab, parse_new_items
-from recengine.engines.neural.model import ItemInputs, TwoTower, TwoTowerConfig, pad_right
-from recengine.errors import ArtifactError, DataError, NoHistory
-from recengine.settings import NeuralSettings, TrainingSettings
-
-Progress = Callable[[str, int | None, int | None], None]
+from recengine.engines.neural.model import ItemInputs, TwoTower, TwoTowerConfig
+from recengine.engines.sequences import pad_histories
+from recengine.errors import ArtifactError, NoHistory
 
 
 class NeuralEngine(Engine):
     name = "neural"
     needs_history = True
+    training_task: ClassVar[str | None] = "recengine.engines.neural.task"
 
     def __init__(
         self,
@@ -72,105 +71,6 @@ class NeuralEngine(Engine):
         recall = recall_at_k(self.index, ExactIndex(matrix), queries, k)
         return {"kind": self.index.kind, "n_items": matrix.shape[0] - 1, f"recall@{k}": round(recall, 4)}
 
-    # ---- training ----------------------------------------------------------------------------------------------
-    @classmethod
-    def fit(
-        cls,
-        dataset: Dataset,
-        config: NeuralSettings | None = None,
-        training: TrainingSettings | None = None,
-        tracking_dir: Path = Path("artifacts"),
-        progress: Progress | None = None,
-        callbacks: Sequence[Any] = (),
-        **kwargs: Any,
-    ) -> Self:
-        """Train on the train split, pick the epoch by validation NDCG@10, track the run in MLflow.
-
-        ``callbacks``: extra Lightning callbacks, run after each epoch's validation."""
-        from recengine.engines.neural.module import TwoTowerModule
-        from recengine.training.datamodule import SequenceDataModule
-        from recengine.training.tracking import Tracker
-        from recengine.training.trainer import RankingValidation, build_trainer
-
-        config = config or NeuralSettings()
-        training = training or TrainingSettings()
-        training = training.with_overrides(patience=config.patience)
-        counts = dataset.item_counts(max_split=TRAIN)
-        if counts.sum() == 0:
-            raise DataError("neural: the training split is empty")
-        vocab = FeatureVocab.fit(dataset.items, config.title_buckets)
-        has_id = torch.from_numpy(counts > 0)
-        model_config = TwoTowerConfig(
-            n_id_items=dataset.n_items,
-            n_categories=vocab.n_categories,
-            title_buckets=vocab.title_buckets,
-            n_numeric=len(vocab.numeric),
-            d_model=config.d_model,
-            max_len=config.max_len,
-            temperature=config.temperature,
-            dropout=config.dropout,
-        )
-        torch.manual_seed(training.seed)
-        module = TwoTowerModule(model_config, vocab.encode_catalog(dataset.items, has_id), counts, config, training)
-        data = SequenceDataModule(dataset, config.max_len, training.batch_size, seed=training.seed)
-        tracker = Tracker.start(
-            training, tracking_dir, run_name="neural", tags={"engine": "neural", "dataset_hash": dataset.content_hash}
-        )
-        tracker.log_params(
-            {"engine": config.model_dump(), "training": training.model_dump(), "model": model_config.to_dict()}
-        )
-        validation = RankingValidation(dataset, max_users=training.valid_users)
-        trainer = build_trainer(
-            training,
-            tracking_dir,
-            callbacks=[validation, *callbacks],
-            progress=progress,
-            tracker=tracker,
-            run_name="neural",
-        )
-        started = time.perf_counter()
-        try:
-            trainer.fit(module, datamodule=data)
-        except BaseException:
-            tracker.finish("FAILED")
-            raise
-        seconds = time.perf_counter() - started
-        epochs = max(1, trainer.current_epoch)
-        metrics = {
-            "best_epoch": validation.best_epoch,
-            "valid_ndcg@10": validation.best_score,
-            "epochs": epochs,
-            "seconds_per_epoch": round(seconds / epochs, 2),
-            "valid_history": validation.history,
-            "mlflow_run_id": tracker.run_id,
-        }
-        tracker.log_metrics({"best/valid_ndcg@10": validation.best_score, "best/epoch": validation.best_epoch})
-        tracker.finish()
-        engine = cls(
-            model=module.model.cpu(),
-            vocab=vocab,
-            has_id=has_id,
-            ann_threshold=config.ann_threshold,
-            ann_kind=config.ann_kind,
-            inference_threads=config.inference_threads,
-            items=dataset.items,
-            config={
-                "hyper_parameters": config.model_dump(),
-                "training": training.model_dump(mode="json"),
-                "dataset_hash": dataset.content_hash,
-            },
-            metrics=metrics,
-        )
-        engine.tracker = tracker
-        return engine
-
-    tracker: Any = None
-
-    def log_test_metrics(self, metrics: dict[str, Any]) -> None:
-        """The CLI's hook: final test figures go to this training's MLflow run."""
-        if self.tracker is not None:
-            self.tracker.log_metrics({f"test/{k}": v for k, v in metrics.items()})
-
     # ---- inference ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def _embed(self, inputs: ItemInputs) -> torch.Tensor:
@@ -192,7 +92,7 @@ class NeuralEngine(Engine):
         use_threads(self.inference_threads)
         matrix = self.item_matrix if matrix is None else matrix
         hist = self._check(histories, matrix.shape[0] - 1)
-        seqs, lengths = pad_right(hist, self.model.cfg.max_len)
+        seqs, lengths = pad_histories(hist, self.model.cfg.max_len)
         return self.model.last_user_vectors(matrix[seqs], lengths)
 
     @torch.no_grad()
@@ -270,7 +170,7 @@ class NeuralEngine(Engine):
         tensors["has_id"] = self.has_id.to(torch.uint8)
         config = {
             **self.config,
-            "model": self.model.cfg.to_dict(),
+            "hyper_parameters": self.model.cfg.to_dict(),
             "features": self.vocab.to_dict(),
             "ann": {"threshold": self.ann_threshold, "kind": self.ann_kind},
         }
@@ -279,10 +179,11 @@ class NeuralEngine(Engine):
     @classmethod
     def load(cls, path: Path) -> Self:
         art = read_artifact(path, expect_engine=cls.name)
+        config = upgrade_config(art.config)
         try:
-            model_config = TwoTowerConfig.from_dict(art.config["model"])
-            vocab = FeatureVocab.from_dict(art.config["features"])
-            ann = art.config.get("ann", {})
+            model_config = TwoTowerConfig.from_dict(config["hyper_parameters"])
+            vocab = FeatureVocab.from_dict(config["features"])
+            ann = config.get("ann", {})
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{path}/config.json: malformed neural model section ({exc})") from None
         model = TwoTower(model_config)
@@ -303,8 +204,19 @@ class NeuralEngine(Engine):
             has_id=has_id,
             ann_threshold=int(ann.get("threshold", 50_000)),
             ann_kind=str(ann.get("kind", "ivf")),
-            inference_threads=stored_threads(art.config.get("hyper_parameters")),
+            inference_threads=stored_threads(config.get("settings")),
             items=art.items,
-            config=art.config,
+            config=config,
             metrics=art.metrics,
         )
+
+
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """An artifact's config.json in today's layout (``hyper_parameters`` = the model config, ``settings`` = the
+    engine settings, as the transformer's). Artifacts written before kept the model config under ``model`` and the
+    settings under ``hyper_parameters``."""
+    if "settings" in config or "model" not in config:
+        return config
+    old = dict(config)
+    model, settings = old.pop("model"), old.pop("hyper_parameters", None)
+    return {**old, "hyper_parameters": model, "settings": settings}

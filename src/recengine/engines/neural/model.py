@@ -10,26 +10,40 @@ Shapes: B batch, L history length, C categories per item, T title tokens per ite
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recengine.settings import NeuralSettings
+
+# The fields of TwoTowerConfig that engines.neural settings own (their defaults live there only).
+_FROM_SETTINGS = ("d_model", "max_len", "temperature", "dropout")
+
 
 @dataclass(frozen=True)
 class TwoTowerConfig:
+    """The towers' shape. The catalogue's sizes come from the data and the feature vocabularies, the rest from the
+    engine's settings (:meth:`from_settings`), which own every default; :meth:`from_dict` rebuilds it from an
+    artifact."""
+
     n_id_items: int  # items with a trained id embedding (indices 1..n_id_items); 0 is padding
     n_categories: int  # category vocabulary size (index 0 = none / unknown)
     title_buckets: int  # hashed title token buckets (index 0 = none)
     n_numeric: int  # numeric metadata columns
-    d_model: int = 64
-    max_len: int = 50
-    temperature: float = 0.05
-    dropout: float = 0.1
+    d_model: int
+    max_len: int
+    temperature: float  # the initial temperature; it is learned
+    dropout: float
+
+    @classmethod
+    def from_settings(
+        cls, section: NeuralSettings, n_id_items: int, n_categories: int, title_buckets: int, n_numeric: int
+    ) -> TwoTowerConfig:
+        sizes = {"n_id_items": n_id_items, "n_categories": n_categories, "title_buckets": title_buckets}
+        return cls(**sizes, n_numeric=n_numeric, **{k: getattr(section, k) for k in _FROM_SETTINGS})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,13 +165,3 @@ class TwoTower(nn.Module):
         users = self.user_vectors(seq_vectors * mask.unsqueeze(-1), mask)  # (B, T, d)
         last = (lengths - 1).clamp(min=0)
         return users[torch.arange(users.shape[0], device=users.device), last]  # (B, d)
-
-
-def pad_right(histories: Sequence[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The newest ``max_len`` items of each history, right-padded: (B, T) indices and (B,) lengths."""
-    cut = [np.asarray(h, dtype=np.int64)[-max_len:] for h in histories]
-    lengths = np.asarray([len(h) for h in cut], dtype=np.int64)
-    out = np.zeros((len(cut), max(1, int(lengths.max(initial=0)))), dtype=np.int64)
-    for i, h in enumerate(cut):
-        out[i, : len(h)] = h
-    return torch.from_numpy(out), torch.from_numpy(lengths)

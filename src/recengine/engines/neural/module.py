@@ -17,7 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recengine.engines.neural.model import ItemInputs, TwoTower, TwoTowerConfig, pad_right
+from recengine.engines.neural.model import ItemInputs, TwoTower, TwoTowerConfig
+from recengine.engines.sequences import pad_histories
 from recengine.settings import NeuralSettings, TrainingSettings
 from recengine.training.trainer import weight_decay_groups
 
@@ -154,7 +155,7 @@ class TwoTowerModule(L.LightningModule):
     def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
         """Full-catalogue scores (B, n_items + 1) for validation with the project's evaluator."""
         matrix = self.item_matrix()
-        seqs, lengths = pad_right(histories, self.model.cfg.max_len)
+        seqs, lengths = pad_histories(histories, self.model.cfg.max_len)
         seqs, lengths = seqs.to(matrix.device), lengths.to(matrix.device)
         users = self.model.last_user_vectors(matrix[seqs], lengths)
         scores = users @ matrix.T / self.model.temperature

@@ -1,1 +1,3 @@
-"""SASRec-family next-item engine: ``model`` (nn.Module), ``module`` (Lightning training task), ``engine`` (serving)."""
+"""SASRec-family next-item engine: ``model`` (nn.Module), ``loss`` (the fused full-softmax CE), ``module``
+(LightningModule), ``task`` (training task: module and data from the settings, engine from the trained module),
+``engine`` (serving)."""

@@ -1,6 +1,7 @@
 """SASRec-family next-item model: a pre-LayerNorm causal transformer over a user's item sequence.
 
-Read top to bottom: the config, one block, the model (encode → training losses → inference scores).
+Read top to bottom: the config, one block, the model (encode → training losses → inference scores); the fused
+full-softmax cross-entropy is in ``loss.py``.
 Shapes: B batch, T sequence positions, d width, N items (index 0 is padding, real items are 1..N).
 
 Sequences are right-padded: item t sits at position t counted from the oldest kept item, padding follows the last
@@ -11,36 +12,48 @@ attention runs on PyTorch's fused ``scaled_dot_product_attention`` kernel.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
+
+from recengine.engines.transformer.loss import full_softmax_ce
+from recengine.settings import TransformerSettings
 
 Loss = Literal["ce", "sampled_softmax", "bce"]
 
 
+# The fields of SASRecConfig that engines.transformer settings own (their defaults live there only).
+_FROM_SETTINGS = ("d_model", "n_layers", "n_heads", "dropout", "attn_dropout", "block", "positions")
+
+
 @dataclass(frozen=True)
 class SASRecConfig:
+    """The model's shape and regularisation. Built from the engine's settings (:meth:`from_settings`), which own
+    every default; :meth:`from_dict` rebuilds it from an artifact."""
+
     n_items: int  # N; the embedding table has N + 1 rows
-    max_len: int = 50
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
-    dropout: float = 0.2
-    attn_dropout: float = 0.0  # on the attention weights
-    d_ff: int | None = None  # None → 4 · d_model
-    block: Literal["pre_ln", "post_ln", "gated"] = "pre_ln"
+    max_len: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    dropout: float
+    attn_dropout: float  # on the attention weights
+    block: Literal["pre_ln", "post_ln", "gated"]
     """"pre_ln": LayerNorm before each branch, one after the last block; "post_ln": LayerNorm after each residual
     sum and over the input embeddings (BERT's, and RecBole's SASRec, layout); "gated": pre-LN with each branch scaled
     by a sigmoid gate computed from the block's input and a SwiGLU MLP (LiGR-style layers, as in eSASRec)."""
-    positions: Literal["from_oldest", "from_newest"] = "from_oldest"
+    positions: Literal["from_oldest", "from_newest"]
     """Count positions from the oldest kept item, or back from the newest (the item being extended is always at
     position 0, as with SASRec's left padding)."""
+    d_ff: int | None = None  # None → 4 · d_model; not a setting
+
+    @classmethod
+    def from_settings(cls, section: TransformerSettings, n_items: int, max_len: int) -> SASRecConfig:
+        """The engine's settings for a catalogue of ``n_items`` and a resolved ``max_len`` (settings may say "auto")."""
+        return cls(n_items=n_items, max_len=max_len, **{k: getattr(section, k) for k in _FROM_SETTINGS})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -227,74 +240,15 @@ class SASRec(nn.Module):
 
     # ---- inference ---------------------------------------------------------------------------------------------
     def last_hidden(self, seqs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Hidden state after each sequence's last real item: (B, T), (B,) → (B, d)."""
+        """Hidden state after each sequence's last real item: (B, T), (B,) → (B, d); length 0 reads position 0."""
         h = self.encode(seqs)  # (B, T, d)
-        return h[torch.arange(seqs.shape[0], device=seqs.device), lengths - 1]
+        return h[torch.arange(seqs.shape[0], device=seqs.device), (lengths - 1).clamp(min=0)]
 
     def scores(self, seqs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Score of every item as the next one: (B, T), (B,) → (B, N + 1); column 0 (padding) is -inf."""
         s = self.last_hidden(seqs, lengths) @ self.item_emb.weight.T  # (B, N + 1)
         s[:, 0] = float("-inf")
         return s
-
-
-class _FullSoftmaxCE(torch.autograd.Function):
-    """Mean softmax cross-entropy of ``h @ w[1:].T`` against weighted targets, with one (P, N) buffer instead of four.
-
-    ``F.cross_entropy`` over a matrix product keeps the logits and the log-probabilities and, in backward, writes a
-    one-hot gradient and the logits' gradient: four passes over (P, N) memory, which on a CPU cost more than the
-    product itself. Here the softmax overwrites the logits in place and backward turns those probabilities into the
-    gradient (p - targets) in place: forward + backward of a Beauty-shaped step take ~30 % less time
-    (``benchmarks/loss.py``).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
-        # h (P, d) states; w (N + 1, d) item table, row 0 = padding, never a class; y (P, K) items in 1..N with
-        # share (P, K) their weights, each row summing to 1 (a target distribution over K items).
-        probs = h @ w[1:].T  # (P, N) logits, softmaxed in place below
-        top = probs.amax(1, keepdim=True)  # (P, 1)
-        total = probs.sub_(top).exp_().sum(1, keepdim=True)  # (P, 1)
-        probs.div_(total)
-        log_z = (total.log_() + top).squeeze(1)  # (P,)
-        target_logit = (share * torch.einsum("pd,pkd->pk", h, w[y])).sum(1)  # (P,)
-        ctx.save_for_backward(h, w, y, share, probs)
-        return (log_z - target_logit).mean()
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
-        h, w, y, share, probs = ctx.saved_tensors
-        # d(mean CE)/d(logits) = (softmax - targets) / P, built in the saved buffer: a second backward through the
-        # same graph (retain_graph) is refused by autograd's version check rather than computed wrong.
-        rows = torch.arange(h.shape[0], device=h.device).unsqueeze(1).expand_as(y)
-        probs.index_put_((rows.reshape(-1), y.reshape(-1) - 1), -share.reshape(-1), accumulate=True)
-        scale = grad / h.shape[0]
-        grad_h = torch.mm(probs, w[1:]) * scale  # (P, d)
-        grad_w = torch.zeros_like(w)
-        torch.mm(probs.T, h, out=grad_w[1:])
-        grad_w[1:] *= scale
-        return grad_h, grad_w, None, None
-
-
-def full_softmax_ce(
-    h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, share: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Mean softmax cross-entropy over every item: (P, d) states, (N + 1, d) tied table, targets in 1..N.
-
-    ``y`` is (P,) — one target per row, equal to ``F.cross_entropy(h @ w[1:].T, y - 1)`` — or (P, K) with ``share``
-    (P, K) weights summing to 1 per row: the loss against that target distribution. Under autocast the plain form
-    is used, so the product runs in the autocast dtype.
-    """
-    if y.dim() == 1:
-        y = y.unsqueeze(1)
-    if share is None:
-        share = torch.ones(y.shape, dtype=h.dtype, device=h.device)
-    if torch.is_autocast_enabled(h.device.type):
-        logp = F.log_softmax(h @ w[1:].T, dim=1)  # (P, N)
-        return -(share * logp.gather(1, y - 1)).sum(1).mean()
-    out: torch.Tensor = _FullSoftmaxCE.apply(h, w, y, share.to(h.dtype))  # type: ignore[no-untyped-call]
-    return out
 
 
 def targets_ahead(
@@ -313,18 +267,3 @@ def targets_ahead(
     ahead = torch.stack(cols, dim=-1)[where]  # (P, k)
     weight = (ahead > 0).to(torch.float32) * decay ** torch.arange(k, device=targets.device, dtype=torch.float32)
     return ahead.clamp(min=1), weight / weight.sum(1, keepdim=True)
-
-
-def pad_histories(histories: Sequence[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The newest ``max_len`` items of each history, right-padded: (B, T) indices and (B,) lengths.
-
-    An empty history becomes one padding item (length 1), so the batch stays rectangular; callers decide whether
-    that is allowed.
-    """
-    kept = [np.asarray(h, dtype=np.int64)[-max_len:] for h in histories]
-    t = max([len(h) for h in kept] + [1])
-    seqs = np.zeros((len(kept), t), dtype=np.int64)
-    for i, h in enumerate(kept):
-        seqs[i, : len(h)] = h
-    lengths = np.asarray([max(1, len(h)) for h in kept], dtype=np.int64)
-    return torch.from_numpy(seqs), torch.from_numpy(lengths)

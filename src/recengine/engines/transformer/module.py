@@ -10,7 +10,8 @@ import lightning as L
 import numpy as np
 import torch
 
-from recengine.engines.transformer.model import SASRec, SASRecConfig, pad_histories
+from recengine.engines.sequences import pad_histories
+from recengine.engines.transformer.model import SASRec, SASRecConfig
 from recengine.settings import TrainingSettings, TransformerSettings
 from recengine.training.trainer import weight_decay_groups
 
