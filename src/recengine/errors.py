@@ -5,6 +5,7 @@
     ├── DataError              input data cannot be read or fails validation
     │   └── ValidationFailed   rows were rejected under the "fail" policy
     ├── ArtifactError          a model directory is missing a file, has a wrong shape or an unknown engine
+    ├── TrainingDiverged       validation scores are NaN or infinite: the model is never saved or promoted
     ├── EngineError            an engine cannot answer this request
     │   ├── EngineUnavailable  disabled, not loaded, circuit open or out of time
     │   ├── NoHistory          a sequence engine was asked with an empty history
@@ -41,6 +42,10 @@ class ValidationFailed(DataError):
 
 class ArtifactError(RecengineError):
     """A model artifact directory cannot be loaded."""
+
+
+class TrainingDiverged(RecengineError):
+    """Training produced non-finite scores (NaN or inf) on the validation split; nothing was saved."""
 
 
 class EngineError(RecengineError):

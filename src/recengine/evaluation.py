@@ -101,10 +101,20 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score every evaluation user of ``split`` with ``scorer`` and average the metrics.
 
-    Returns flat keys (``hr@10``, ``ndcg@10``, …, ``coverage@10``, ``popularity@10``, ``n_users``,
-    ``non_finite_users`` (users whose target score was NaN or +inf: misses), ``dataset_hash``).
+    Returns flat keys (``hr@10``, ``ndcg@10``, …, ``coverage@10``, ``popularity@10``, ``n_users`` (users
+    scored), ``n_users_without_history`` (users of the split with no earlier interaction, left out of every
+    average), ``non_finite_users`` (users whose target score was NaN or +inf: misses), ``dataset_hash``).
     """
     users, histories, targets = dataset.eval_cases(split)
+    # A user with nothing before the split (a temporal split's newcomer) has no history to rank from: the
+    # service answers such a user with popularity (the routing floor), whatever the engine. Left out of the
+    # averages for every engine alike, so engines stay comparable, and counted in ``n_users_without_history``.
+    with_history = [i for i, h in enumerate(histories) if len(h)]
+    n_without_history = len(histories) - len(with_history)
+    if n_without_history:
+        users = users[with_history]
+        histories = [histories[i] for i in with_history]
+        targets = [targets[i] for i in with_history]
     if max_users is not None and len(users) > max_users:
         # A fixed, evenly spread subset keeps validation during training cheap and repeatable.
         pick = np.linspace(0, len(users) - 1, max_users).astype(np.int64)
@@ -148,6 +158,7 @@ def evaluate(
         result[f"popularity@{k}"] = pop_sums[j] / max(1, n) / max(mean_count, 1e-12)
     result["n_users"] = n
     result["non_finite_users"] = non_finite
+    result["n_users_without_history"] = n_without_history
     result["split"] = split
     result["dataset_hash"] = dataset.content_hash
     return result

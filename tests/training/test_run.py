@@ -7,13 +7,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import pytest
+import torch
 from pydantic import BaseModel
 
 from recengine.data.dataset import Dataset
 from recengine.engines import load_engine
 from recengine.engines.artifact import current_dir
-from recengine.errors import ConfigError
+from recengine.errors import ConfigError, TrainingDiverged
 from recengine.settings import (
     EaseSettings,
     NeuralSettings,
@@ -187,3 +189,26 @@ def test_an_unknown_engine_opens_no_run(small_dataset: Dataset, tmp_path: Path, 
     with pytest.raises(ConfigError, match="unknown engine"):
         run.train("nope", small_dataset, PopularitySettings(), TRAINING, tmp_path)
     assert fake_runs.started == []
+
+
+class PoisonWeights(L.Callback):
+    """Fills every weight with NaN before each epoch: a diverged model."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        with torch.no_grad():
+            for p in pl_module.parameters():
+                p.fill_(float("nan"))
+
+
+@pytest.mark.parametrize("engine", ["transformer", "neural"])
+def test_a_diverged_model_fails_training_and_is_never_saved_or_promoted(
+    engine: str, small_dataset: Dataset, tmp_path: Path
+) -> None:
+    with pytest.raises(TrainingDiverged, match="NaN or infinite"):
+        run.train(
+            engine, small_dataset, SECTIONS[engine], TRAINING, tmp_path / "artifacts", callbacks=[PoisonWeights()]
+        )
+    assert current_dir(tmp_path / "artifacts", engine) is None
+    assert not any((tmp_path / "artifacts" / engine).glob("*/weights.safetensors"))
+    (meta,) = (tmp_path / "mlruns").glob("*/*/meta.yaml")
+    assert "status: 4" in meta.read_text()  # FAILED
