@@ -176,3 +176,26 @@ def test_every_engine_trains_and_evaluates_under_the_temporal_split(
         assert test["n_users_without_history"] == newcomers, engine
         assert test["n_users"] == len(histories) - newcomers > 0, engine
         assert 0.0 <= test["ndcg@10"] <= 1.0
+
+
+def test_training_prints_no_library_noise(workspace: Path, tmp_path: Path) -> None:
+    # A fresh process, as a new user's first `make demo` runs it: warnings fire once per process.
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RECENGINE_TRAINING__TRACKING_URI": (tmp_path / "mlruns").as_uri()}
+    done = subprocess.run(
+        [sys.executable, "-m", "recengine.cli", "train", "--engine", "transformer", "--data", str(workspace / "data")]
+        + ["--epochs", "1", "-o", str(tmp_path / "model")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    for noise in ("GPU available", "TPU available", "Tip:", "litlogger", "LeafSpec", "`Trainer.fit` stopped"):
+        assert noise not in output, f"{noise!r} in:\n{output}"
+    assert "ndcg@10" in output  # the figures a user came for are still there

@@ -73,7 +73,7 @@ def progress_bar(transient: bool = True) -> Progress:
 
 
 def print_metrics(title: str, metrics: dict[str, Any]) -> None:
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title) + 4)  # a narrow two-column table would wrap its title
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in metrics.items():

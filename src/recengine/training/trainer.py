@@ -13,8 +13,10 @@ the settings; Lightning does the distribution.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -239,6 +241,33 @@ def wandb_logger(training: TrainingSettings, save_dir: Path, run_name: str) -> A
     return WandbLogger(project=training.experiment, name=run_name, save_dir=str(save_dir), offline=offline)
 
 
+class _LightningChatter(logging.Filter):
+    """Lightning's start-up lines that say nothing about this run: hardware it looked for and did not find, an
+    advertisement, and the end of a fit that the progress display already shows. Real warnings pass."""
+
+    PREFIXES = (
+        "GPU available: False",
+        "TPU available: False",
+        "HPU available: False",
+        "\N{ELECTRIC LIGHT BULB} Tip:",
+        "`Trainer.fit` stopped:",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or not record.getMessage().startswith(self.PREFIXES)
+
+
+def quiet_lightning() -> None:
+    """Keep what is not ours off a user's screen, scoped to those very messages (idempotent)."""
+    chatter = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _LightningChatter) for f in chatter.filters):
+        chatter.addFilter(_LightningChatter())
+    # torch 2.13 deprecates a pytree class that Lightning 2.x still uses, once per training run.
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
+
+
 def build_trainer(
     training: TrainingSettings,
     tracking_dir: Path,
@@ -253,6 +282,7 @@ def build_trainer(
     validation scores and what training leaves in the module.
     """
     adopt_library_loggers()  # Lightning's import gave it a console handler: no line twice where logging is set up
+    quiet_lightning()
     if training.num_threads is not None:
         torch.set_num_threads(training.num_threads)
     L.seed_everything(training.seed, workers=True, verbose=False)
