@@ -185,9 +185,9 @@ def test_training_prints_no_library_noise(workspace: Path, tmp_path: Path) -> No
     import sys
 
     env = {**os.environ, "RECENGINE_TRAINING__TRACKING_URI": (tmp_path / "mlruns").as_uri()}
+    args = ["train", "--engine", "transformer", "--data", str(workspace / "data"), "--epochs", "1"]
     done = subprocess.run(
-        [sys.executable, "-m", "recengine.cli", "train", "--engine", "transformer", "--data", str(workspace / "data")]
-        + ["--epochs", "1", "-o", str(tmp_path / "model")],
+        [sys.executable, "-m", "recengine.cli", *args, "-o", str(tmp_path / "model")],
         cwd=tmp_path,
         env=env,
         capture_output=True,
