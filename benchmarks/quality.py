@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from provenance import commit, provenance_lines, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = {
@@ -180,25 +181,25 @@ def write_markdown(rows: list[dict[str, Any]], command: str, out: Path) -> None:
     lines = [
         "# Quality benchmark",
         "",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_implementation()} "
-        f"{platform.python_version()}, {platform.platform()}",
-        f"- command of the latest run: `{command}` (each row's own command and date are in quality.json)",
+        *provenance_lines(command),
+        "- rows not re-run by that command are kept from earlier runs: each row's own commit is in the table, its"
+        " command and date in quality.json",
         "- protocol: leave-one-out by time, full ranking over all items, history excluded, test split; ties in scores",
         "  broken uniformly at random in expectation (see `recengine.evaluation`)",
         "- peak RSS is the max resident memory of the process that prepared, trained and evaluated that one row",
         "- latency: one `recommend(k=10)` call for one history, one thread, 300 test users",
         "",
         "| data set | engine | HR@10 | NDCG@10 | HR@20 | NDCG@20 | coverage@10 | fit s | eval s | peak RSS GB"
-        " | latency p50 / p99 ms | training |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " | latency p50 / p99 ms | training | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         training = ", ".join(f"{k}={fmt(v, 3)}" for k, v in r.get("training", {}).items())
         lines.append(
             f"| {r['dataset']} | {r['engine']} | {fmt(r['hr@10'])} | {fmt(r['ndcg@10'])} | {fmt(r['hr@20'])} | "
             f"{fmt(r['ndcg@20'])} | {fmt(r['coverage@10'], 3)} | {fmt(r['fit_s'], 1)} | {fmt(r['eval_s'], 1)} | "
-            f"{fmt(r['peak_rss_gb'], 2)} | {fmt(r['latency_p50_ms'], 2)} / {fmt(r['latency_p99_ms'], 2)} | {training} |"
+            f"{fmt(r['peak_rss_gb'], 2)} | {fmt(r['latency_p50_ms'], 2)} / {fmt(r['latency_p99_ms'], 2)} | "
+            f"{training} | {r.get('commit', 'not recorded')} |"
         )
     lines += [
         "",
@@ -215,8 +216,7 @@ def write_markdown(rows: list[dict[str, Any]], command: str, out: Path) -> None:
             f"| {ds} | {model} | {ref['hr@10']:.4f} | {ref['ndcg@10']:.4f} | {ref['hr@20']:.4f} | "
             f"{ref['ndcg@20']:.4f} | {delta} |"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+    write_report(out, "\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -253,6 +253,7 @@ def main() -> None:
     for row in rows:
         row["command"] = command
         row["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        row["commit"] = commit()
     # Rows not re-run this time are kept from the previous run (each row carries its own command and date).
     store = args.output.with_suffix(".json")
     previous = json.loads(store.read_text()) if store.is_file() else []
