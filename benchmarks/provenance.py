@@ -22,13 +22,18 @@ NOTES_HEADING = "## Notes (hand-written, not produced by the script)"
 
 
 def commit() -> str:
-    """The checkout's commit, marked ``+uncommitted`` when tracked files differ from it; ``unknown`` outside git."""
+    """The checkout's commit, marked ``+uncommitted`` when tracked files other than results differ from it;
+    ``unknown`` outside git."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
+        # The results files themselves do not count: a script that has just written one is still at this commit.
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
