@@ -17,17 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from provenance import provenance_lines, write_report
 from quality import load_dataset
 from recengine.engines.neural.coldstart import evaluate_cold_start
 from recengine.settings import load_settings
@@ -59,16 +57,14 @@ def write_markdown(cold: dict[str, Any], command: str, out: Path) -> None:
     lines = [
         "# Neural two-tower engine",
         "",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
-        f"- cold-start command: `{command}`",
+        *provenance_lines(command),
         "- configuration: the committed defaults (`NeuralSettings()`, `TrainingSettings()`)",
         "",
         "## Leave-one-out quality (from `benchmarks/results/quality.json`, written by `benchmarks/quality.py`)",
         "",
         "| data set | engine | HR@10 | NDCG@10 | HR@20 | NDCG@20 | s/epoch | epochs (best) | fit s | peak RSS GB"
-        " | run |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        " | run | commit |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for r in rows:
         t = r.get("training", {})
@@ -80,7 +76,7 @@ def write_markdown(cold: dict[str, Any], command: str, out: Path) -> None:
         lines.append(
             f"| {r['dataset']} | {r['engine']} | {r['hr@10']:.4f} | {r['ndcg@10']:.4f} | {r['hr@20']:.4f} | "
             f"{r['ndcg@20']:.4f} | {t.get('seconds_per_epoch', '')} | {epochs} | {r['fit_s']:.1f} | "
-            f"{r['peak_rss_gb']:.2f} | {r.get('date', '')} |"
+            f"{r['peak_rss_gb']:.2f} | {r.get('date', '')} | {r.get('commit', 'not recorded')} |"
         )
     lines += [
         "",
@@ -104,8 +100,7 @@ def write_markdown(cold: dict[str, Any], command: str, out: Path) -> None:
         f"| random order (expected) | {cold['random_recall@20']:.4f} | — |",
         "",
     ]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
+    write_report(out, "\n".join(lines))
     out.with_suffix(".json").write_text(json.dumps({**cold, "command": command}, indent=1, default=float) + "\n")
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from provenance import provenance_lines, write_report
 from recengine.data.dataset import Dataset
 from recengine.data.transforms import PrepareOptions, build_dataset
 from recengine.engines.transformer.engine import TransformerEngine
@@ -176,10 +176,7 @@ def to_markdown(rows: list[dict[str, Any]], command: str) -> str:
     head = [
         "# Transformer engine — quality and cost",
         "",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"{os.getloadavg()[0]:.1f} load average (1 min) at the end of the run",
-        f"- command: `{command}`",
+        *provenance_lines(command),
         "- configuration: the committed defaults (`TransformerSettings()`, `TrainingSettings()`) except the "
         "`overrides` of each row (`--set`)",
         "- protocol: leave-one-out, full ranking over all items, history excluded (`recengine.evaluation`), test split",
@@ -211,8 +208,7 @@ def main() -> None:
     for r in rows:
         print(json.dumps(r))
     if args.write is not None:
-        args.write.parent.mkdir(parents=True, exist_ok=True)
-        args.write.write_text(to_markdown(rows, " ".join(["python", *sys.argv])))
+        write_report(args.write, to_markdown(rows, " ".join(["python", *sys.argv])))
 
 
 if __name__ == "__main__":

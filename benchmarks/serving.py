@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import re
 import shutil
 import signal
@@ -39,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from provenance import provenance_lines, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -265,16 +266,6 @@ def known_users(data: Path, n: int) -> list[str]:
     return ds.users.ids[1 : n + 1]
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{platform.node()}: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
-
-
 # ---- main ----------------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -376,9 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     load_after = os.getloadavg()
     report = render(args, results, engine, n_items, load_before, load_after)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(report)
-    print(report)
+    print(write_report(args.output, report))
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
@@ -412,9 +401,7 @@ def render(
     lines = [
         "# Serving benchmark",
         "",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        f"- machine: {machine()}",
-        f"- command: `.venv/bin/python benchmarks/serving.py {' '.join(sys.argv[1:])}`".rstrip(),
+        *provenance_lines(f".venv/bin/python benchmarks/serving.py {' '.join(sys.argv[1:])}"),
         f"- load: wrk -t1 -c{args.connections} -d{args.duration}s on loopback (same machine), {args.rounds} "
         "alternating rounds per scenario, median shown; "
         f"paced: open-loop {args.rate:g} req/s for {args.paced_seconds:g} s over 16 connections",
