@@ -347,7 +347,7 @@ def write_merged(merge: Merge, out: Path) -> Path:
     watermark; an existing data set at ``out`` (the base itself, for an in-place merge) becomes ``out.previous``.
     """
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not (out / "manifest.json").is_file():
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
         raise DataError(f"{out}: exists and is not a data set; choose another output directory")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.merging")

@@ -108,6 +108,7 @@ class SqliteEventLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventlog")
         self._lock = threading.Lock()
+        self._closed = False
         self._conn = self._executor.submit(self._open).result()
 
     def _open(self) -> sqlite3.Connection:
@@ -236,6 +237,10 @@ class SqliteEventLog:
         return removed
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
         def _close() -> None:
             with self._lock:
                 self._conn.close()
