@@ -226,10 +226,10 @@ class ServingSettings(_Section):
     events_db: Path | None = None
     """SQLite event log; None puts ``events.sqlite3`` in the artifacts folder."""
     events_backend: Literal["sqlite", "redis"] = "sqlite"
-    max_unmerged_events: int | None = Field(default=1_000_000, ge=1)
+    max_unmerged_events: int = Field(default=1_000_000, ge=0)
     """Events the log may hold that are not yet merged into a data set (``recengine data merge-events``); past
     it, ``POST /events`` answers 503 with Retry-After and stores nothing, instead of growing without bound (or
-    evicting). None: no cap (the log grows until it is merged; never for Redis, whose memory is the limit)."""
+    evicting). 0: no cap (the log grows until it is merged; not for Redis, whose memory is the limit)."""
     events_retain_merged_s: float = Field(default=3600.0, ge=0, le=30 * 86_400)
     """Keep merged events this long (replay, debugging) before they are trimmed; unmerged ones are never trimmed."""
     events_trim_every: int = Field(default=1000, ge=1, le=1_000_000)
@@ -243,7 +243,7 @@ class ServingSettings(_Section):
     def _k_bounds(self) -> ServingSettings:
         if self.default_k > self.max_k:
             raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
-        if self.max_unmerged_events is not None and self.max_unmerged_events < self.max_batch_events:
+        if 0 < self.max_unmerged_events < self.max_batch_events:
             raise ValueError(
                 f"max_unmerged_events ({self.max_unmerged_events}) must be at least max_batch_events "
                 f"({self.max_batch_events}): a full batch could never be stored"
@@ -413,9 +413,9 @@ def startup_warnings(settings: Settings) -> list[str]:
             "cache.redis_url has no password in the prod profile: anyone who reaches that Redis can read and "
             "change cached answers, histories and events (use redis://:PASSWORD@host:port/db or rediss://)"
         )
-    if settings.serving.events_backend == "redis" and settings.serving.max_unmerged_events is None:
+    if settings.serving.events_backend == "redis" and settings.serving.max_unmerged_events == 0:
         warnings.append(
-            "serving.max_unmerged_events is unset with the Redis event log: the stream grows in Redis memory until "
+            "serving.max_unmerged_events = 0 (no cap) with the Redis event log: the stream grows in Redis memory until "
             "it is merged (recengine data merge-events); set a cap so that appends are refused (503) first"
         )
     return warnings

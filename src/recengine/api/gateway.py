@@ -101,4 +101,4 @@ async def publish_event_log(gw: Gateway) -> None:
 
     state = await gw.stores.events.state()
     metrics.set_store_sizes(events=state.size)
-    metrics.set_event_log_backlog(state.unmerged, gw.settings.serving.max_unmerged_events)
+    metrics.set_event_log_backlog(state.unmerged, gw.settings.serving.max_unmerged_events or None)

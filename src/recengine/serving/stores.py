@@ -121,7 +121,8 @@ def seed_histories(data_dir: Path) -> SeedHistories:
 
 def event_log(settings: Settings, redis: Redis | None) -> EventLog:
     serving = settings.serving
-    retention = Retention(serving.max_unmerged_events, serving.events_retain_merged_s, serving.events_trim_every)
+    cap = serving.max_unmerged_events or None  # 0: no cap
+    retention = Retention(cap, serving.events_retain_merged_s, serving.events_trim_every)
     if serving.events_backend == "redis":
         if redis is None:
             raise ConfigError("serving.events_backend = 'redis' needs cache.redis_url")
