@@ -1,5 +1,6 @@
-"""A full event log pushes back through the API (503 + Retry-After, nothing stored), and a merge frees it without
-losing an acknowledged event — with the SQLite log and with the Redis stream."""
+"""The event log's life through the API: a full log pushes back (503 + Retry-After, nothing stored), a merge frees it
+without losing an acknowledged event (SQLite log and Redis stream), and a restart replays only what the merged data
+set lacks."""
 
 from __future__ import annotations
 
@@ -117,3 +118,66 @@ def test_a_full_log_is_a_503_and_a_merge_frees_it_losing_nothing(
     assert again.n_interactions == merged.n_interactions
     assert [e.event_id for e in read_pending(merged_dir)] == acked[6:]  # a user the data set does not know yet
     assert (tmp_path / "merged.previous" / "manifest.json").is_file()
+
+
+def history(c: TestClient, user: str) -> list[str]:
+    store = c.app.state.gateway.stores.history  # type: ignore[attr-defined]
+    return list(c.portal.call(store.get, user).items)  # type: ignore[union-attr]
+
+
+def merge_in_place(db: Path, data: Path) -> None:
+    done = CliRunner().invoke(cli, ["data", "merge-events", "--events", str(db), "--data", str(data)])
+    assert done.exit_code == 0, done.output
+
+
+def test_a_restart_replays_only_the_events_the_merged_data_set_lacks(
+    make_settings: Callable[..., Settings], small_dataset: Dataset, known_user: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    Dataset.load(small_dataset.path).save(data)
+    db = tmp_path / "events.sqlite3"
+    settings = make_settings(serving={"events_db": str(db), "events_retain_merged_s": 3600}, data={"dir": str(data)})
+    a, b, c_ = small_dataset.items.ids.ids[1:4]
+    newest = int(small_dataset.timestamp.max())
+
+    def post(c: TestClient, item: str, dt: int) -> None:
+        event = {"user_id": known_user, "item_id": item, "event_id": f"{item}-{dt}", "timestamp": newest + dt}
+        assert c.post("/api/v1/events", json=event).status_code == 200
+
+    with TestClient(create_app(settings)) as c:
+        before = history(c, known_user)
+        post(c, a, 1)
+        post(c, b, 2)
+    merge_in_place(db, data)  # a and b are now in the data set, and still in the log (retention window)
+    with TestClient(create_app(settings)) as c:
+        post(c, c_, 3)
+    with TestClient(create_app(settings)) as c:
+        # The seed holds a and b; the log replays only c — not a and b a second time.
+        assert history(c, known_user) == [*before, a, b, c_][-200:]
+
+
+def test_a_server_whose_data_set_lacks_trimmed_events_says_so(
+    make_settings: Callable[..., Settings],
+    small_dataset: Dataset,
+    known_user: str,
+    known_item: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = tmp_path / "data"
+    Dataset.load(small_dataset.path).save(data)
+    db = tmp_path / "events.sqlite3"
+    serving = {"events_db": str(db), "events_retain_merged_s": 0, "events_trim_every": 1}
+    event = {"user_id": known_user, "item_id": known_item}
+    with TestClient(create_app(make_settings(serving=serving, data={"dir": str(data)}))) as c:
+        assert c.post("/api/v1/events", json={**event, "event_id": "m1"}).status_code == 200
+        merge_in_place(db, data)
+        assert c.post("/api/v1/events", json={**event, "event_id": "m2"}).status_code == 200  # trims m1
+    capsys.readouterr()
+    stale = make_settings(
+        serving=serving, data={"dir": str(tmp_path / "data.previous")}, observability={"log_level": "WARNING"}
+    )
+    with TestClient(create_app(stale)):
+        pass
+    err = " ".join(capsys.readouterr().err.split())
+    assert "histories miss those events" in err and "merge-events" in err
