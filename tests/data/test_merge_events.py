@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from recengine.data.dataset import TEST, TRAIN, VALID, Dataset
-from recengine.data.events import Event, merge_event_log, read_pending, read_sqlite_events
+from recengine.data.events import Event, merge_event_log, merge_events, read_pending, read_sqlite_events
 from recengine.errors import DataError
 
 # The logs are written by serving's own writer, so reader and writer are checked against each other.
@@ -233,3 +233,30 @@ async def test_train_with_events_reads_a_redis_stream(small_dataset: Dataset, re
     finally:
         await writer.client.delete(*await writer.client.keys(stream + "*"))
         await writer.close()
+
+
+def test_a_trim_during_the_read_that_passes_the_data_set_is_refused(small_dataset: Dataset) -> None:
+    # The writer trims while a merge reads: if it trimmed events the data set does not hold, the merge missed them.
+    from recengine.data.eventlog import LogState
+
+    class TrimmedMidRead:
+        source = "fake log"
+
+        def __init__(self) -> None:
+            self.states = [LogState("L", 5, 0, 5, 10), LogState("L", 8, 8, 2, 2)]
+
+        def state(self) -> LogState:
+            return self.states.pop(0) if len(self.states) > 1 else self.states[0]
+
+        def read(self) -> Iterator[tuple[int, Event]]:
+            yield 9, Event("e9", small_dataset.users.ids[1], small_dataset.items.ids.ids[1], "view", 1.7e9)
+
+        def mark_merged(self, seq: int) -> int:
+            raise AssertionError("a refused merge moves no watermark")
+
+        def close(self) -> None:
+            pass
+
+    with pytest.raises(DataError, match=r"up to #8 .* only up to #0"):
+        merge_events(small_dataset, TrimmedMidRead())
+    assert merge_events(small_dataset, TrimmedMidRead(), allow_gap=True).up_to == 9

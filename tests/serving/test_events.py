@@ -257,3 +257,27 @@ async def test_a_log_written_before_the_watermark_existed_counts_every_event_unm
             await log.close()
         raw.delete(*raw.keys(stream + "*"))
         raw.close()
+
+
+async def test_a_redis_out_of_memory_stores_nothing_and_is_storage_unavailable(redis_url: str) -> None:
+    # noeviction + maxmemory (the compose stack): the last guard must refuse whole batches, never half of one.
+    from recengine.errors import StorageUnavailable
+
+    raw = redis.Redis.from_url(redis_url)
+    stream = f"test:events:{uuid.uuid4().hex}"
+    log = RedisStreamEventLog(redis_client(redis_url, 1000), stream=stream, retention=Retention(max_unmerged=100))
+    before = raw.config_get("maxmemory")["maxmemory"]
+    try:
+        assert await log.append(batch(0, 2)) == [True, True]
+        raw.config_set("maxmemory", 1)
+        with pytest.raises(StorageUnavailable, match="nothing stored"):
+            await log.append(batch(2, 3))
+        assert (await log.state()).unmerged == 2  # the state can still be read, for the metrics
+    finally:
+        raw.config_set("maxmemory", before)
+    assert [e.event_id for _, e in await log.read()] == ["b0", "b1"]
+    assert not raw.exists(*[f"{stream}:id:b{i}" for i in range(2, 5)])  # no marker that would swallow a retry
+    assert await log.append(batch(2, 3)) == [True, True, True]
+    await log.close()
+    raw.delete(*raw.keys(stream + "*"))
+    raw.close()

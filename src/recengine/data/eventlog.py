@@ -138,14 +138,15 @@ local function field(fields, name)
   end
   return nil
 end
--- The state hash always holds 'added' once it exists. A stream written before the state was kept holds entries
+-- The state hash holds 'log_id' and 'added' from its first write on; after that this only reads (so that reading
+-- the state still works while Redis is out of memory). A stream written before the state was kept holds entries
 -- without 'n', none of them merged or trimmed: they count as unmerged, in order.
 local function ensure(stream, state, log_id)
-  redis.call('HSETNX', state, 'log_id', log_id)
   if redis.call('HEXISTS', state, 'added') == 1 then return end
   local added = redis.call('XLEN', stream)
   local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
   if #last > 0 and field(last[1][2], 'n') then added = tonumber(field(last[1][2], 'n')) end
+  redis.call('HSETNX', state, 'log_id', log_id)
   redis.call('HSET', state, 'added', added)
 end
 -- Delete merged events older than the retention cut-off, never one after the watermark.

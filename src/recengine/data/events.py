@@ -244,13 +244,19 @@ def merge_events(dataset: Dataset, log: EventLogReader, *, allow_gap: bool = Fal
     """
     state = log.state()
     before = merged_up_to(dataset.manifest, state.log_id)
-    if state.trimmed_up_to > before and not allow_gap:
-        raise DataError(
-            f"{log.source}: events up to #{state.trimmed_up_to} were merged into another data set and trimmed "
-            f"from the log, and the data set at {dataset.path} holds this log only up to #{before}: merge into "
-            "the latest data set `recengine data merge-events` wrote (or pass --allow-gap to accept the gap)"
-        )
+
+    def refuse_a_gap(trimmed_up_to: int) -> None:
+        if trimmed_up_to > before and not allow_gap:
+            raise DataError(
+                f"{log.source}: events up to #{trimmed_up_to} were merged into another data set and trimmed "
+                f"from the log, and the data set at {dataset.path} holds this log only up to #{before}: merge into "
+                "the latest data set `recengine data merge-events` wrote (or pass --allow-gap to accept the gap)"
+            )
+
+    refuse_a_gap(state.trimmed_up_to)
     rows = list(log.read())
+    # The writer trims while we read: had it trimmed past ``before`` meanwhile, some events were missed.
+    refuse_a_gap(log.state().trimmed_up_to)
     up_to = max(before, rows[-1][0] if rows else 0)
     events = [e for _, e in rows]
     users = dataset.users.encode(e.user_id for e in events)
