@@ -146,7 +146,9 @@ class SqliteEventLog:
                     raise EventLogFull(unmerged - sum(flags), cap, len(events))  # rolled back below
                 every = self.retention.trim_every
                 if before // every != after // every:
-                    self._trim_locked(now)
+                    # Bounded work per append: a backlog left by a large merge drains over the next appends,
+                    # four times faster than they add to it, instead of stalling one request.
+                    self._trim_locked(now, max_rows=4 * every)
                 cur.execute("COMMIT")
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
@@ -158,8 +160,9 @@ class SqliteEventLog:
                 raise
         return flags
 
-    def _trim_locked(self, now: float) -> int:
-        """Delete the oldest merged events outside the retention window (inside the caller's transaction).
+    def _trim_locked(self, now: float, max_rows: int | None = None) -> int:
+        """Delete the oldest merged events outside the retention window (inside the caller's transaction), at
+        most ``max_rows`` of them.
 
         The newest row is never deleted: SQLite would number the next event 1 again, under the watermark.
         """
@@ -173,6 +176,8 @@ class SqliteEventLog:
             (trimmed, limit, now - self.retention.retain_merged_s),
         ).fetchone()[0]
         threshold = limit if young is None else int(young) - 1
+        if max_rows is not None:
+            threshold = min(threshold, trimmed + max_rows)
         if threshold <= trimmed:
             return 0
         removed = self._conn.execute("DELETE FROM events WHERE seq > ? AND seq <= ?", (trimmed, threshold)).rowcount
