@@ -174,6 +174,7 @@ async def test_merge_events_writes_the_data_set_then_lets_the_log_trim_it(
 
     # The writer may now trim everything merged; the data set holds it all.
     await writer.append([Event("later", users[0], item, "view", newest + 200)])
+    await writer.trim()
     assert [e.event_id for _, e in await writer.read()] == ["later"]
 
     # A data set without the trimmed events is refused: merging into it would silently drop them.
