@@ -96,6 +96,11 @@ def test_prod_refuses_insecure_settings(tmp_path: Path) -> None:
 def test_cross_field_and_list_validation(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="default_k"):
         load_settings(write(tmp_path, "[serving]\ndefault_k = 50\nmax_k = 10\n"))
+    with pytest.raises(ConfigError, match="max_unmerged_events"):
+        load_settings(write(tmp_path, "[serving]\nmax_unmerged_events = 10\nmax_batch_events = 100\n"))
+    assert load_settings(write(tmp_path, "[serving]\nmax_unmerged_events = 0\n")).serving.max_unmerged_events == 0
+    with pytest.raises(ConfigError, match="events_trim_every"):
+        load_settings(write(tmp_path, "[serving]\nevents_trim_every = 0\n"))
     with pytest.raises(ConfigError, match="lambdas"):
         load_settings(write(tmp_path, "[engines.ease]\nlambdas = [-1.0]\n"))
     with pytest.raises(ConfigError, match="weights"):
@@ -157,3 +162,10 @@ def test_prod_warns_about_a_redis_url_without_password(tmp_path: Path) -> None:
     assert startup_warnings(load_settings(write(tmp_path, prod.replace("REDIS", "redis://:pw@r:6379/0")))) == []
     # Development may run a local Redis without one.
     assert startup_warnings(load_settings(write(tmp_path, '[cache]\nredis_url = "redis://r:6379/0"\n'))) == []
+
+
+def test_a_redis_event_stream_without_a_cap_is_warned_about(tmp_path: Path) -> None:
+    redis = '[cache]\nredis_url = "redis://r:6379/0"\n[serving]\nevents_backend = "redis"\n'
+    assert startup_warnings(load_settings(write(tmp_path, redis))) == []
+    uncapped = load_settings(write(tmp_path, redis + "max_unmerged_events = 0\n"))
+    assert any("max_unmerged_events = 0" in w for w in startup_warnings(uncapped))

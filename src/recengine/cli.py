@@ -174,6 +174,61 @@ def data_prepare(
     )
 
 
+@data_app.command("merge-events")
+def data_merge_events(
+    events: Annotated[
+        str | None,
+        typer.Option(
+            "--events",
+            help="SQLite event log, or redis://host:port/db[?stream=NAME]; default: the log the server writes.",
+        ),
+    ] = None,
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="Data set to merge into (data.dir).")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--output", help="Where to write it (default: replace --data; the old one is kept as DIR.previous)."
+        ),
+    ] = None,
+    allow_gap: Annotated[
+        bool, typer.Option("--allow-gap", help="Merge even though the log trimmed events this data set lacks.")
+    ] = False,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Fold the logged events into a data set, then let the log trim them (it never trims unmerged events)."""
+    from recengine.data.dataset import Dataset
+    from recengine.data.events import merge_events, open_event_log, write_merged
+
+    settings = settings_from(config, profile)
+    spec = events or _configured_event_log(settings)
+    with errors_to_exit():
+        base = data or settings.data.dir
+        dataset = Dataset.load(base)
+        log = open_event_log(spec)
+        try:
+            merge = merge_events(dataset, log, allow_gap=allow_gap)
+            target = write_merged(merge, output or base)
+            # Only now, with the data set on disk, may the log let go of these events.
+            log.mark_merged(merge.up_to)
+            state = log.state()
+        finally:
+            log.close()
+    info = merge.dataset.manifest["events_merged"]
+    console.print(
+        f"wrote {target}: {info['n_added']} of {info['n_events']} logged events added, {info['n_pending']} pending "
+        f"(unknown users or items); {log.source} merged up to #{state.merged_up_to}, {state.unmerged} unmerged"
+    )
+
+
+def _configured_event_log(settings: Settings) -> str:
+    if settings.serving.events_backend == "redis":
+        if not settings.cache.redis_url:
+            raise fail("serving.events_backend = 'redis' needs cache.redis_url (or pass --events)")
+        return settings.cache.redis_url
+    return str(settings.serving.events_db_path)
+
+
 # ---- train / evaluate ----------------------------------------------------------------------------------------------
 @app.command()
 def train(
@@ -185,7 +240,8 @@ def train(
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
     events: Annotated[
-        Path | None, typer.Option("--events", help="Also train on the events recorded in this event log.")
+        str | None,
+        typer.Option("--events", help="Also train on the events of this event log (SQLite file or redis:// URL)."),
     ] = None,
     config: ConfigOpt = None,
     profile: ProfileOpt = None,

@@ -13,6 +13,7 @@
     ├── NotFound               an item / engine / model version that does not exist
     ├── EventRejected          an event fails validation and was not stored
     └── StorageUnavailable     the event log cannot take a write now (nothing stored; retry)
+        └── EventLogFull       too many events wait to be merged into a data set (backpressure; retry later)
 
 Services raise these; only ``api/problems.py`` maps them to HTTP and only ``cli.py`` to exit codes.
 """
@@ -74,3 +75,23 @@ class EventRejected(RecengineError):
 
 class StorageUnavailable(RecengineError):
     """A durable store (the event log) cannot take a write now; nothing was stored, a retry is safe."""
+
+    retry_after_s: int = 1
+
+
+class EventLogFull(StorageUnavailable):
+    """The event log holds ``limit`` events not yet merged into a data set: appends wait for the next merge
+    (``recengine data merge-events``) rather than anything being evicted. Nothing of the batch was stored."""
+
+    # A merge takes minutes: retrying within a second only adds load.
+    retry_after_s = 30
+
+    def __init__(self, unmerged: int, limit: int, batch: int) -> None:
+        super().__init__(
+            f"event log full: {unmerged} events are not yet merged into a data set and {batch} more would pass "
+            f"serving.max_unmerged_events = {limit}; nothing stored, retry later "
+            "(operators: recengine data merge-events)"
+        )
+        self.unmerged = unmerged
+        self.limit = limit
+        self.batch = batch

@@ -226,6 +226,14 @@ class ServingSettings(_Section):
     events_db: Path | None = None
     """SQLite event log; None puts ``events.sqlite3`` in the artifacts folder."""
     events_backend: Literal["sqlite", "redis"] = "sqlite"
+    max_unmerged_events: int = Field(default=1_000_000, ge=0)
+    """Events the log may hold that are not yet merged into a data set (``recengine data merge-events``); past
+    it, ``POST /events`` answers 503 with Retry-After and stores nothing, instead of growing without bound (or
+    evicting). 0: no cap (the log grows until it is merged; not for Redis, whose memory is the limit)."""
+    events_retain_merged_s: float = Field(default=3600.0, ge=0, le=30 * 86_400)
+    """Keep merged events this long (replay, debugging) before they are trimmed; unmerged ones are never trimmed."""
+    events_trim_every: int = Field(default=1000, ge=1, le=1_000_000)
+    """The writer trims merged events once per this many appended (a cheap, incremental bound)."""
     breaker_failures: int = Field(default=5, ge=1, le=1000)
     breaker_reset_s: float = Field(default=10.0, gt=0, le=3600)
     reload_poll_s: float = Field(default=5.0, ge=0, le=3600)
@@ -235,7 +243,17 @@ class ServingSettings(_Section):
     def _k_bounds(self) -> ServingSettings:
         if self.default_k > self.max_k:
             raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
+        if 0 < self.max_unmerged_events < self.max_batch_events:
+            raise ValueError(
+                f"max_unmerged_events ({self.max_unmerged_events}) must be at least max_batch_events "
+                f"({self.max_batch_events}): a full batch could never be stored"
+            )
         return self
+
+    @property
+    def events_db_path(self) -> Path:
+        """The SQLite event log: ``events_db``, else ``events.sqlite3`` in the artifacts folder."""
+        return self.events_db or Path(self.artifacts_dir) / "events.sqlite3"
 
 
 class ExperimentSettings(_Section):
@@ -394,6 +412,11 @@ def startup_warnings(settings: Settings) -> list[str]:
         warnings.append(
             "cache.redis_url has no password in the prod profile: anyone who reaches that Redis can read and "
             "change cached answers, histories and events (use redis://:PASSWORD@host:port/db or rediss://)"
+        )
+    if settings.serving.events_backend == "redis" and settings.serving.max_unmerged_events == 0:
+        warnings.append(
+            "serving.max_unmerged_events = 0 (no cap) with the Redis event log: the stream grows in Redis memory until "
+            "it is merged (recengine data merge-events); set a cap so that appends are refused (503) first"
         )
     return warnings
 

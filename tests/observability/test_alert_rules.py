@@ -60,6 +60,16 @@ def test_a_broken_threshold_is_caught_by_the_unit_tests(promtool: str, tmp_path:
     assert result.returncode != 0
 
 
+def test_the_event_log_alert_fires_before_the_cap(promtool: str, tmp_path: Path) -> None:
+    # The test series level off at 85 % of the cap: a warning set at 90 % would come too late, and must be caught.
+    rules = (PROM / "alerts.yml").read_text()
+    assert "record: recengine:config:event_log_full_ratio\n        expr: vector(0.8)" in rules
+    (tmp_path / "alerts.yml").write_text(rules.replace("expr: vector(0.8)", "expr: vector(0.9)"))
+    shutil.copy(PROM / "alerts_test.yml", tmp_path / "alerts_test.yml")
+    result = run(promtool, "test", "rules", "alerts_test.yml", cwd=tmp_path)
+    assert result.returncode != 0 and "RecengineEventLogFilling" in result.stdout + result.stderr
+
+
 def test_every_issue_alert_is_defined_and_tested() -> None:
     rules = yaml.safe_load((PROM / "alerts.yml").read_text())
     alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
@@ -70,6 +80,8 @@ def test_every_issue_alert_is_defined_and_tested() -> None:
         "RecengineRedisUnreachable",
         "RecengineModelTooOld",
         "RecengineNoEvents",
+        "RecengineEventLogFilling",
+        "RecengineEventsRefused",
     }
     tests = yaml.safe_load((PROM / "alerts_test.yml").read_text())["tests"]
     for alert in alerts:

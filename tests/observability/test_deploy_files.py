@@ -125,6 +125,16 @@ def test_compose_file_describes_the_whole_stack() -> None:
     assert "healthcheck" in services["redis"]
 
 
+def test_compose_redis_never_evicts_and_the_event_stream_is_capped() -> None:
+    # Eviction would silently drop the event stream; the bound is the service's cap on unmerged events.
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    command = services["redis"]["command"]
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert "--maxmemory" in command
+    cap = int(services["api"]["environment"]["RECENGINE_SERVING__MAX_UNMERGED_EVENTS"])
+    assert 1 <= cap <= 10_000_000
+
+
 def test_dockerfile_is_multi_stage_non_root_with_healthcheck() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     assert len(re.findall(r"^FROM ", text, flags=re.M)) >= 2

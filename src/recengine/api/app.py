@@ -20,10 +20,12 @@ from typing import Any
 from fastapi import FastAPI
 
 from recengine.api import problems
-from recengine.api.gateway import Gateway, maintain, publish_model
+from recengine.api.gateway import Gateway, maintain, publish_event_log, publish_model
 from recengine.api.middleware import GatewayMiddleware
 from recengine.api.runtime import runtime_config
+from recengine.data.events import merged_into
 from recengine.engines.base import Engine
+from recengine.errors import StorageUnavailable
 from recengine.observability.logging import configure_logging
 from recengine.serving.ingest import EventIngest
 from recengine.serving.registry import ModelRegistry
@@ -80,12 +82,27 @@ def create_app(
             settings=settings, base_settings=settings, service=service, registry=registry, stores=stores, ingest=ingest
         )
         if stores.redis is None:
-            # In-process histories die with the process; the durable log brings them back.
-            replayed = await ingest.replay()
+            # In-process histories die with the process; the durable log brings them back — the events the seed
+            # data set does not hold already (a merged data set holds the log up to its watermark).
+            state = await stores.events.state()
+            seeded = merged_into(settings.data.dir, state.log_id)
+            if state.trimmed_up_to > seeded:
+                log.warning(
+                    "the event log was merged and trimmed up to #%d, but data.dir (%s) holds it only up to #%d: "
+                    "histories miss those events; point data.dir at the data set recengine data merge-events wrote",
+                    state.trimmed_up_to,
+                    settings.data.dir,
+                    seeded,
+                )
+            replayed = await ingest.replay(after=seeded)
             if replayed:
                 log.info("replayed %d logged events into the in-process histories", replayed)
         else:
             await gw.sync_overrides()
+        if obs.metrics:
+            # The log-full alert needs the backlog from the start; Redis may be down now (the upkeep retries).
+            with contextlib.suppress(StorageUnavailable):
+                await publish_event_log(gw)
         app.state.gateway = gw
         # Models, seed histories and catalogues live as long as the process: move them out of the collector's
         # reach so that a full collection does not walk them (tens of ms of pause on a large catalogue).

@@ -90,8 +90,15 @@ async def maintain(gw: Gateway, every_s: float) -> None:
             await gw.stores.probe()
             await gw.sync_overrides()
             if gw.settings.observability.metrics:
-                from recengine.observability import metrics
-
-                metrics.set_store_sizes(events=await gw.stores.events.count())
+                await publish_event_log(gw)
         except Exception:  # upkeep must never die: the next round may succeed
             log.exception("gateway upkeep failed")
+
+
+async def publish_event_log(gw: Gateway) -> None:
+    """The event log's size and unmerged backlog, for the dashboard and the log-full alert."""
+    from recengine.observability import metrics
+
+    state = await gw.stores.events.state()
+    metrics.set_store_sizes(events=state.size)
+    metrics.set_event_log_backlog(state.unmerged, gw.settings.serving.max_unmerged_events or None)

@@ -6,6 +6,7 @@ NotFound                    → 404
 EventRejected, ConfigError  → 422
 EngineUnavailable           → 503 (no engine at all could answer — popularity missing)
 StorageUnavailable          → 503 (the event log cannot take the write; nothing stored, retry)
+EventLogFull                → 503 (too many unmerged events: backpressure, Retry-After 30 s)
 anything else               → 500 with a generic detail; the traceback goes to the log, never to the client
 """
 
@@ -23,6 +24,7 @@ from starlette.responses import Response
 from recengine.errors import (
     ConfigError,
     EngineUnavailable,
+    EventLogFull,
     EventRejected,
     NotFound,
     RecengineError,
@@ -115,7 +117,8 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, EventRejected | ConfigError):
             return problem(422, str(exc), rid, kind="rejected")
         if isinstance(exc, StorageUnavailable):
-            return problem(503, str(exc), rid, kind="storage-unavailable", headers={"Retry-After": "1"})
+            kind = "event-log-full" if isinstance(exc, EventLogFull) else "storage-unavailable"
+            return problem(503, str(exc), rid, kind=kind, headers={"Retry-After": str(exc.retry_after_s)})
         if isinstance(exc, EngineUnavailable):
             return problem(503, str(exc), rid, kind="engine-unavailable", headers={"Retry-After": "1"})
         return await on_unexpected(request, exc)

@@ -11,9 +11,11 @@ raising on I/O — only on a programming error such as an unknown outcome name, 
 - ``record_fallback(engine, reason)``: a request not answered by its first-choice engine;
 - ``set_circuit_state(engine, state)``: ``closed`` (0) / ``half_open`` (1) / ``open`` (2);
 - ``set_model(engine, version, created_ts)``: the loaded model → info series + creation time (→ age);
-- ``record_events(accepted, rejected)``: events taken in by ``POST /api/v1/events`` (and the time of the last
-  accepted one, which the no-events alert watches);
+- ``record_events(accepted, rejected, refused)``: events taken in by ``POST /api/v1/events`` (and the time of
+  the last accepted one, which the no-events alert watches); ``refused``: valid events turned away because the
+  log is full (backpressure, 503);
 - ``set_store_sizes(history=…, events=…)``: history-store entries and event-log rows;
+- ``set_event_log_backlog(unmerged, limit)``: events not yet merged into a data set, and the cap on them;
 - ``set_dependency_up(name, up)``: reachability of a backing service (``redis``);
 - ``metrics_response() -> (body, content_type)``: the ``/metrics`` payload, single- or multi-process;
 - ``prepare_multiprocess_dir()`` / ``mark_worker_exit()``: multi-worker set-up and worker shutdown.
@@ -132,7 +134,7 @@ MODEL_CREATED = Gauge(
 )
 EVENTS = Counter(
     "recengine_events_total",
-    "Events taken in by POST /api/v1/events, by outcome (accepted, rejected).",
+    "Events taken in by POST /api/v1/events, by outcome (accepted, rejected, refused: the log is full).",
     ["outcome"],
 )
 # "max" without "live": an event accepted by a worker that has since exited still counts. It starts at the
@@ -153,6 +155,17 @@ HISTORY_SIZE = Gauge(
 EVENT_LOG_SIZE = Gauge(
     "recengine_event_log_size",
     "Events stored in the durable event log.",
+    multiprocess_mode="livemax",
+)
+# Shared log, same value in every worker (as above). The limit is +Inf when no cap is set.
+EVENT_LOG_UNMERGED = Gauge(
+    "recengine_event_log_unmerged",
+    "Events in the event log not yet merged into a data set (recengine data merge-events).",
+    multiprocess_mode="livemax",
+)
+EVENT_LOG_UNMERGED_LIMIT = Gauge(
+    "recengine_event_log_unmerged_limit",
+    "serving.max_unmerged_events: past it, POST /api/v1/events is refused with a 503.",
     multiprocess_mode="livemax",
 )
 # Any live worker that cannot reach the dependency makes it count as down.
@@ -180,6 +193,8 @@ METRIC_NAMES: Final[frozenset[str]] = frozenset(
         "recengine_events_last_accepted_timestamp_seconds",
         "recengine_history_store_size",
         "recengine_event_log_size",
+        "recengine_event_log_unmerged",
+        "recengine_event_log_unmerged_limit",
         "recengine_dependency_up",
     }
 )
@@ -247,10 +262,12 @@ def set_model(engine: str, version: str, created_ts: float | None = None) -> Non
         MODEL_CREATED.labels(engine).set(created_ts)
 
 
-def record_events(accepted: int = 0, rejected: int = 0) -> None:
-    """Count events accepted (durably logged) and rejected (invalid) by one ``POST /api/v1/events``."""
-    if accepted < 0 or rejected < 0:
-        raise ValueError(f"event counts must be ≥ 0, got accepted={accepted}, rejected={rejected}")
+def record_events(accepted: int = 0, rejected: int = 0, refused: int = 0) -> None:
+    """Count events accepted (durably logged), rejected (invalid) and refused (log full) by one ``POST``."""
+    if accepted < 0 or rejected < 0 or refused < 0:
+        raise ValueError(f"event counts must be ≥ 0, got accepted={accepted}, rejected={rejected}, refused={refused}")
+    if refused:
+        EVENTS.labels("refused").inc(refused)
     if accepted:
         EVENTS.labels("accepted").inc(accepted)
         LAST_EVENT.set(time.time())
@@ -264,6 +281,12 @@ def set_store_sizes(history: int | None = None, events: int | None = None) -> No
         HISTORY_SIZE.set(history)
     if events is not None:
         EVENT_LOG_SIZE.set(events)
+
+
+def set_event_log_backlog(unmerged: int, limit: int | None) -> None:
+    """Publish the events waiting to be merged and their cap (``None``: no cap); the log-full alert reads both."""
+    EVENT_LOG_UNMERGED.set(unmerged)
+    EVENT_LOG_UNMERGED_LIMIT.set(float("inf") if limit is None else limit)
 
 
 def set_dependency_up(name: str, up: bool) -> None:

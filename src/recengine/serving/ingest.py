@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from recengine.errors import EventLogFull
 from recengine.serving.events import Event, EventLog
 from recengine.serving.history import HistoryStore
+
+logger = logging.getLogger("recengine.serving")
 
 
 @dataclass(frozen=True)
@@ -17,20 +22,32 @@ class IngestResult:
 
 
 class EventIngest:
+    # While the log stays full every request is refused: say so once a minute, not once a request.
+    FULL_WARNING_EVERY_S = 60.0
+
     def __init__(self, log: EventLog, history: HistoryStore) -> None:
         self.log = log
         self.history = history
+        self._warned_full_at = float("-inf")
 
     async def ingest(self, events: Sequence[Event]) -> IngestResult:
         """Write durably, then update the histories of the events that were new (retries change nothing)."""
-        flags = await self.log.append(events)
+        try:
+            flags = await self.log.append(events)
+        except EventLogFull as exc:
+            now = time.monotonic()
+            if now - self._warned_full_at >= self.FULL_WARNING_EVERY_S:
+                self._warned_full_at = now
+                logger.warning("refusing appends (503) until the log is merged: %s", exc)
+            raise
         await self._append(event for event, new in zip(events, flags, strict=True) if new)
         accepted = sum(flags)
         return IngestResult(accepted, len(flags) - accepted, [e.event_id for e in events])
 
-    async def replay(self, batch: int = 10_000) -> int:
-        """Rebuild in-process histories from the durable log (after a restart); returns the events replayed."""
-        after, total = 0, 0
+    async def replay(self, batch: int = 10_000, after: int = 0) -> int:
+        """Rebuild in-process histories from the durable log (after a restart), from the events after ``after``
+        (those the seed data set does not hold already); returns the events replayed."""
+        total = 0
         while True:
             rows = await self.log.read(after, batch)
             if not rows:

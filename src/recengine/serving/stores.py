@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from recengine.errors import ConfigError, DataError
 from recengine.serving.cache import Cache, FailoverCache, MemoryCache, RedisCache
-from recengine.serving.events import EventLog, RedisStreamEventLog, SqliteEventLog
+from recengine.serving.events import EventLog, RedisStreamEventLog, Retention, SqliteEventLog
 from recengine.serving.history import (
     FailoverHistoryStore,
     HistoryStore,
@@ -120,9 +120,11 @@ def seed_histories(data_dir: Path) -> SeedHistories:
 
 
 def event_log(settings: Settings, redis: Redis | None) -> EventLog:
-    if settings.serving.events_backend == "redis":
+    serving = settings.serving
+    cap = serving.max_unmerged_events or None  # 0: no cap
+    retention = Retention(cap, serving.events_retain_merged_s, serving.events_trim_every)
+    if serving.events_backend == "redis":
         if redis is None:
             raise ConfigError("serving.events_backend = 'redis' needs cache.redis_url")
-        return RedisStreamEventLog(redis)
-    path = settings.serving.events_db or Path(settings.serving.artifacts_dir) / "events.sqlite3"
-    return SqliteEventLog(path)
+        return RedisStreamEventLog(redis, retention=retention)
+    return SqliteEventLog(serving.events_db_path, retention)

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from recengine.api.deps import GatewayDep
 from recengine.api.schemas import EventIn, EventsResponse
+from recengine.errors import EventLogFull
 from recengine.serving.events import Event
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
@@ -65,6 +66,12 @@ def _n_rejected(errors: Sequence[Any]) -> int:
     "/events",
     response_model=EventsResponse,
     summary="Record one event or a batch (durable, idempotent by event_id)",
+    responses={
+        503: {
+            "description": "Nothing stored; retry after the Retry-After header: the event log is unavailable, or "
+            "full of events not yet merged into a data set (type …/event-log-full)"
+        }
+    },
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}},
 )
 async def post_events(request: Request, gateway: GatewayDep) -> Response:
@@ -88,7 +95,15 @@ async def post_events(request: Request, gateway: GatewayDep) -> Response:
         )
         for e in parsed
     ]
-    result = await gateway.ingest.ingest(events)
+    try:
+        result = await gateway.ingest.ingest(events)
+    except EventLogFull as exc:
+        if metrics_on:
+            from recengine.observability import metrics
+
+            metrics.record_events(refused=len(events))
+            metrics.set_event_log_backlog(exc.unmerged, exc.limit)
+        raise
     if metrics_on:
         from recengine.observability import metrics
 
