@@ -60,7 +60,7 @@ def settings_from(config: Path | None, profile: str | None = None) -> Settings:
         return load_settings(config, profile=profile)
 
 
-def progress_bar(transient: bool = True) -> Progress:
+def progress_bar(transient: bool = True, disable: bool = False) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -69,6 +69,7 @@ def progress_bar(transient: bool = True) -> Progress:
         TextColumn("{task.fields[info]}"),
         console=console,
         transient=transient,
+        disable=disable,
     )
 
 
@@ -250,6 +251,7 @@ def train(
     from recengine.data.dataset import Dataset
     from recengine.engines import engine_class
     from recengine.observability.logging import configure_logging
+    from recengine.training.distributed import is_rank_zero
     from recengine.training.run import train as train_run
 
     settings = settings_from(config, profile)
@@ -264,7 +266,8 @@ def train(
             from recengine.data.events import merge_event_log
 
             dataset = merge_event_log(dataset, events)
-        with progress_bar(transient=False) as bar:
+        # Under DDP every rank runs this command; one bar and one report, rank zero's.
+        with progress_bar(transient=False, disable=not is_rank_zero()) as bar:
             task = bar.add_task(f"train {engine}", total=None, info="")
             testing: list[Any] = []
 
@@ -288,6 +291,8 @@ def train(
             )
             for done in testing:  # the evaluation's bar goes once it is done, as a transient one would
                 bar.remove_task(done)
+    if result is None:
+        return
     print_metrics(f"{engine} — test ({result.metrics['n_users']} users)", _headline(result.metrics))
     console.print(f"model written to {result.path} in {result.train_seconds:.1f} s")
 

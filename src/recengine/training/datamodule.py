@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from recengine.data.dataset import TRAIN
 from recengine.data.dataset import Dataset as RecDataset
+from recengine.errors import DataError
 
 
 def windows(sequence: np.ndarray, max_len: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -176,4 +177,9 @@ class SequenceDataModule(L.LightningDataModule):
             self._sampler = TokenBudgetSampler(
                 self.examples.lengths, self.batch_size, self.seed, rank, world, self.batch_tokens, self.by_length
             )
+            if len(self._sampler) == 0:
+                raise DataError(
+                    f"{len(self.examples)} training sequences make fewer batches than the {world} ranks sharing them: "
+                    "lower the batch size or train on fewer devices"
+                )
         return DataLoader(self.examples, batch_sampler=self._sampler, collate_fn=collate, num_workers=0)

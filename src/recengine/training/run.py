@@ -20,6 +20,10 @@ engine's metrics share one schema:
     valid_history       one ``{"epoch": 0-based, "valid/<metric>": …}`` per epoch, as Lightning counts epochs
     test                (``train``) the test split's figures
 
+Under distributed training (``training.strategy = "ddp"``, see docs/training.md) every rank runs this; rank zero
+alone opens the MLflow run, evaluates on the test split, writes the artifact and moves ``CURRENT``. ``train``
+returns None on the other ranks once training is done, and they write nothing.
+
 Nothing global is configured here (logging belongs to the caller); the trainer sets torch's threads when the
 settings ask for a number.
 """
@@ -43,8 +47,9 @@ from recengine.engines.base import Engine
 from recengine.errors import ConfigError
 from recengine.evaluation import evaluate
 from recengine.settings import TrainingSettings
+from recengine.training.distributed import agree_on_weights, is_rank_zero
 from recengine.training.task import EngineTask, Progress
-from recengine.training.tracking import Tracker, flatten
+from recengine.training.tracking import NullTracker, Tracker, flatten
 from recengine.training.validation import MONITOR, validation_metrics
 
 if TYPE_CHECKING:
@@ -79,17 +84,21 @@ def train(
     progress: Progress | None = None,
     test_progress: Callable[[int, int], None] | None = None,
     callbacks: Sequence[Callback] = (),
-) -> TrainResult:
+) -> TrainResult | None:
     """Fit ``engine`` with its settings ``section``, evaluate it on the test split and write its artifact.
 
     Without ``output`` the artifact becomes a new version in ``artifacts_dir/<engine>/`` (its directory name is the
     version the server reports) and ``CURRENT`` moves to it last, once everything else, tracking included, has
     succeeded; an explicit ``output`` is written as is and promoted nowhere. ``progress`` follows training,
-    ``test_progress(done, total)`` the test evaluation.
+    ``test_progress(done, total)`` the test evaluation. None on a rank other than zero of a distributed run.
     """
     from recengine.observability.logging import log_training_summary
 
     engine_class(engine)  # an unknown name fails before a tracking run is opened
+    if not is_rank_zero():
+        # The other ranks train alongside rank zero (tracking nothing), then leave it the rest.
+        fit(engine, dataset, section, training, artifacts_dir, progress, callbacks)
+        return None
     target = Path(output) if output is not None else version_dir(artifacts_dir, engine)
     with tracked_run(training, artifacts_dir, engine, dataset) as tracker:
         model = fit(engine, dataset, section, training, artifacts_dir, progress, callbacks, tracker=tracker)
@@ -147,7 +156,13 @@ def fit(
 
 @contextmanager
 def tracked_run(training: TrainingSettings, tracking_dir: Path, engine: str, dataset: Dataset) -> Iterator[Tracker]:
-    """An MLflow run that is always finished: FAILED when the body raises (interrupts included), else FINISHED."""
+    """An MLflow run that is always finished: FAILED when the body raises (interrupts included), else FINISHED.
+
+    A :class:`NullTracker` on a rank other than zero of a distributed run: one run per training, not one per rank.
+    """
+    if not is_rank_zero():
+        yield NullTracker()
+        return
     tracker = Tracker.start(
         training,
         tracking_dir,
@@ -223,11 +238,19 @@ def _fit_task(
         tracker=tracker,
         run_name=f"{engine}-{dataset.content_hash}",
     )
+    if (trainer.global_rank == 0) != is_rank_zero():
+        raise ConfigError(
+            f"this process is rank {trainer.global_rank} to Lightning but was "
+            f"{'' if is_rank_zero() else 'not '}taken for rank zero from the environment (RANK, LOCAL_RANK, NODE_RANK, "
+            "SLURM_PROCID): start distributed training with Lightning's launcher, torchrun or srun"
+        )
     if progress is not None and task.description:
         progress(task.description, 0, task.training.epochs)
     started = time.perf_counter()
     trainer.fit(task.module, datamodule=task.data)
     seconds = time.perf_counter() - started
+    if trainer.world_size > 1:
+        agree_on_weights(trainer, task.module)
     epochs_run = int(trainer.current_epoch)
     summary: dict[str, Any] = {
         "best_epoch": validation.best_epoch + 1,

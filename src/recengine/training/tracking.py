@@ -9,6 +9,7 @@
 The default store is a local folder, ``<artifacts_dir>/mlruns`` (``./mlruns`` beside a folder named ``artifacts``,
 see :func:`tracking_uri`; browse it with ``mlflow ui --backend-store-uri``);
 ``training.tracking_uri`` (env ``RECENGINE_TRAINING__TRACKING_URI``) points it at an MLflow server instead.
+Under distributed training only rank zero opens a run; the other ranks get a :class:`NullTracker`.
 The client API is used rather than ``mlflow.start_run`` so that no process-global "active run" leaks between
 trainings (tests and the benchmark train several models in one process).
 """
@@ -130,3 +131,28 @@ class Tracker:
         if not self.uri.startswith("file:"):
             return None
         return Path(self.uri.removeprefix("file://")) / self.experiment_id / self.run_id
+
+
+class NullTracker(Tracker):
+    """The tracker of a rank other than zero in distributed training: it records nothing (rank zero's run does)."""
+
+    def __init__(self) -> None:
+        super().__init__(client=None, run_id="", uri="", experiment_id="")
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        pass
+
+    def log_artifact_dir(self, path: Path, artifact_path: str = "model") -> None:
+        pass
+
+    def finish(self, status: str = "FINISHED") -> None:
+        pass
+
+    def run_dir(self) -> Path | None:
+        return None

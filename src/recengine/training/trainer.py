@@ -8,7 +8,8 @@ A module trained this way implements :class:`Scoring` (``score(histories) -> (B,
 the project's own full-ranking evaluator — the figure used to stop and to pick the best epoch is the one reported.
 No checkpoint files are written: the best weights are kept in memory (models here are small) and the artifact is the
 only output. Accelerator, devices, strategy (``ddp`` for several GPUs or nodes), node count and precision come from
-the settings; Lightning does the distribution.
+the settings; Lightning does the distribution. Under DDP, rank zero validates and every rank takes its figures, so
+all of them stop at the same epoch and keep the same weights (docs/training.md).
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 
 from recengine.data.dataset import Dataset
 from recengine.errors import ConfigError
+from recengine.evaluation import Scorer
 from recengine.observability.logging import adopt_library_loggers
 from recengine.settings import TrainingSettings
+from recengine.training.distributed import broadcast_json
 from recengine.training.task import Progress
 from recengine.training.tracking import Tracker
 from recengine.training.validation import MONITOR, validation_metrics
@@ -60,20 +63,45 @@ class RankingValidation(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not isinstance(pl_module, Scoring):
             raise TypeError(f"{type(pl_module).__name__} has no score(histories) method to validate with")
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            metrics = validation_metrics(pl_module.score, self.dataset, self.max_users, self.batch_size)
-        finally:
-            pl_module.train(was_training)
+        metrics = self._rank_zero_metrics(trainer, pl_module, pl_module.score)
         for name, value in metrics.items():
-            pl_module.log(name, value, on_epoch=True, logger=bool(trainer.loggers))
+            # Every rank logs rank zero's figures; a max over equal values syncs them exactly (a mean might not).
+            pl_module.log(name, value, on_epoch=True, logger=bool(trainer.loggers), sync_dist=True, reduce_fx="max")
         score = metrics[MONITOR]
         self.history.append({"epoch": float(trainer.current_epoch), **metrics})
         if score > self.best_score:
             self.best_score = score
             self.best_epoch = trainer.current_epoch
             self.best_state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+    def _rank_zero_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule, score: Scorer) -> dict[str, float]:
+        """Validation on rank zero, its figures (or its error) on every rank.
+
+        Under DDP every rank must stop at the same epoch and keep the same one, so one rank scores and the others
+        take its figures: even on equal weights, scores from other devices need not agree to the last bit.
+        """
+        error: Exception | None = None
+        metrics: dict[str, float] = {}
+        if trainer.is_global_zero:
+            was_training = pl_module.training
+            pl_module.eval()
+            try:
+                metrics = validation_metrics(score, self.dataset, self.max_users, self.batch_size)
+            except Exception as exc:
+                if trainer.world_size == 1:
+                    raise
+                error = exc  # the other ranks wait in the broadcast below: tell them, then raise
+            finally:
+                pl_module.train(was_training)
+        if trainer.world_size > 1:
+            failure = None if error is None else f"validation failed on rank 0: {type(error).__name__}: {error}"
+            shared = broadcast_json(trainer, {"metrics": metrics, "failure": failure})
+            if error is not None:
+                raise error
+            if shared["failure"] is not None:
+                raise RuntimeError(shared["failure"])
+            metrics = shared["metrics"]
+        return metrics
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.best_state is not None:
@@ -166,6 +194,19 @@ class PlateauDecay(Callback):
             base = getattr(config.scheduler, "base_lrs", None)
             if base is not None:
                 config.scheduler.base_lrs = [lr * self.factor for lr in base]
+
+
+class RankSeed(Callback):
+    """Under DDP, one torch seed per rank once training starts, so each rank draws its own dropout masks and sampled
+    negatives: with one seed, every rank would repeat rank zero's draws on its batches. The weights still agree
+    (DDP averages the gradients); the model's initialisation, seeded before, is the same on every rank."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1:
+            torch.manual_seed(self.seed + trainer.global_rank)
 
 
 class EpochTracking(Callback):
@@ -281,6 +322,13 @@ def build_trainer(
     With ``training.average_epochs`` set, the weights' moving average over about that many epochs is what
     validation scores and what training leaves in the module.
     """
+    if any(word in training.strategy for word in ("spawn", "fork", "notebook")):
+        # Those run fit in child processes and hand back only the weights: the run's validation history, best
+        # epoch and the ranks' agreement would stay in the children.
+        raise ConfigError(
+            f"training.strategy = {training.strategy!r} is not supported: use 'ddp' (one process per device, "
+            "started by Lightning's launcher, torchrun or srun; see docs/training.md)"
+        )
     adopt_library_loggers()  # Lightning's import gave it a console handler: no line twice where logging is set up
     quiet_lightning()
     if training.num_threads is not None:
@@ -296,6 +344,7 @@ def build_trainer(
         all_callbacks.append(
             EarlyStopping(monitor=MONITOR, mode="max", patience=training.patience, check_on_train_epoch_end=True)
         )
+    all_callbacks.append(RankSeed(training.seed))
     if tracker is not None:
         all_callbacks.append(EpochTracking(tracker))
     if progress is not None:

@@ -134,8 +134,9 @@ class TwoTowerModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         seqs, targets = batch
         loss = self.loss(seqs, targets)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=int((targets > 0).sum()))
-        self.log("train/temperature", self.model.temperature.detach(), on_step=False, on_epoch=True)
+        # Synced: under DDP the epoch's figures are means over every rank's batches, not rank zero's alone.
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=int((targets > 0).sum()), sync_dist=True)
+        self.log("train/temperature", self.model.temperature.detach(), on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def configure_optimizers(self) -> Any:

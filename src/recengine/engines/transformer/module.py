@@ -22,14 +22,12 @@ class SASRecModule(L.LightningModule):
         model_config: SASRecConfig,
         engine: TransformerSettings,
         training: TrainingSettings,
-        total_steps: int,
         item_counts: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.model = SASRec(model_config)
         self.engine = engine
         self.training_cfg = training
-        self.total_steps = max(1, total_steps)
         probs = None
         if item_counts is not None and engine.loss == "sampled_softmax":
             # Negatives by popularity^0.75 (word2vec's smoothing): popular enough to be hard, log-Q corrects the bias.
@@ -53,7 +51,8 @@ class SASRecModule(L.LightningModule):
             ahead=self.engine.ahead,
             ahead_decay=self.engine.ahead_decay,
         )
-        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=int((targets > 0).sum()))
+        # Synced: under DDP the epoch's figure is the mean over every rank's batches, not rank zero's alone.
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=int((targets > 0).sum()), sync_dist=True)
         return loss
 
     def configure_optimizers(self) -> Any:
@@ -63,7 +62,8 @@ class SASRecModule(L.LightningModule):
             betas=(0.9, 0.98),
         )
         warmup = self.training_cfg.warmup_steps
-        total = self.total_steps
+        # This rank's steps: under DDP each rank steps through its share of the batches (training/datamodule.py).
+        total = max(1, int(self.trainer.estimated_stepping_batches))
         cosine = self.training_cfg.lr_schedule == "cosine"
 
         def factor(step: int) -> float:

@@ -61,12 +61,10 @@ def build_task(dataset: Dataset, section: TransformerSettings, training: Trainin
     )
     if len(data.examples) == 0:
         raise DataError("transformer: no user has two or more training interactions to learn from")
-    steps_per_epoch = len(data.train_dataloader())
     module = SASRecModule(
         model_config,
         section,
         training,
-        total_steps=steps_per_epoch * training.epochs,
         item_counts=dataset.item_counts(max_split=TRAIN),
     )
     return Task(
