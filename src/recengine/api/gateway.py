@@ -77,10 +77,19 @@ def publish_model(model: LoadedModel) -> None:
     metrics.set_model(model.name, model.version, ts)
 
 
-async def maintain(gw: Gateway, every_s: float) -> None:
-    """Background upkeep: pick up new model versions, shared overrides and Redis recovery."""
-    while True:
-        await asyncio.sleep(every_s)
+async def maintain(gw: Gateway, every_s: float, stop: asyncio.Event) -> None:
+    """Background upkeep until ``stop`` is set: pick up new model versions, shared overrides and Redis recovery,
+    and publish the store sizes.
+
+    The owner sets ``stop`` before cancelling the task: redis-py can swallow a cancellation that lands during a
+    command (redis/redis-py#2028 and its kin; about every other cancel of a tight GET loop with redis 8.1), and a
+    loop that relied on the cancellation alone would then run on and hang the shutdown.
+    """
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+        if stop.is_set():
+            return
         try:
             stale = gw.registry.stale()
             if stale:
@@ -92,6 +101,7 @@ async def maintain(gw: Gateway, every_s: float) -> None:
             if gw.settings.observability.metrics:
                 from recengine.observability import metrics
 
-                metrics.set_store_sizes(events=await gw.stores.events.count())
+                history, events = await gw.stores.sizes()
+                metrics.set_store_sizes(history=history, events=events)
         except Exception:  # upkeep must never die: the next round may succeed
             log.exception("gateway upkeep failed")
