@@ -171,3 +171,22 @@ def test_cache_implementations_follow_the_protocol() -> None:
     ]
     for make in ok:
         assert isinstance(make(), Cache)
+
+
+async def test_failover_reports_every_lookup_redis_did_not_answer() -> None:
+    clock = Clock()
+    health = RedisHealth(retry_after_s=2.0, clock=clock)
+    errors: list[str] = []
+    c = FailoverCache(_Dead(), MemoryCache(), health, on_redis_error=lambda: errors.append("lookup"))
+    assert await c.get("k") is None  # Redis tried and failed
+    await c.set("k", b"v", 60)  # a write is not a lookup
+    assert await c.get("k") == b"v"  # Redis marked down, not asked: memory answers, and that is still an error
+    assert errors == ["lookup", "lookup"]
+
+
+async def test_failover_reports_no_error_while_redis_answers() -> None:
+    errors: list[str] = []
+    c = FailoverCache(MemoryCache(), MemoryCache(), RedisHealth(), on_redis_error=lambda: errors.append("lookup"))
+    await c.set("k", b"v", 60)
+    assert await c.get("k") == b"v" and await c.get("other") is None
+    assert errors == []

@@ -74,6 +74,17 @@ async def test_seed_comes_first_then_live_items(store: HistoryStore, seeded: str
     assert (await store.get(seeded)).items == ["b", "c", "d", "e", "f"]
 
 
+async def test_size_counts_users_with_a_live_history_once(store: HistoryStore, seeded: str) -> None:
+    before = await store.size()  # the Redis server is shared: count what this test adds
+    await store.get(seeded)  # a seed alone is not a live history
+    first, second = user(), user()
+    await store.append(first, ["a"])
+    await store.append(first, ["b", "c"])
+    await store.append(second, ["a"])
+    await store.append(user(), [])
+    assert await store.size() == before + 2
+
+
 async def test_empty_append_is_a_no_op(store: HistoryStore) -> None:
     u = user()
     before = await store.get(u)

@@ -89,3 +89,25 @@ async def test_redis_down_at_start_up_serves_degraded_and_recovers_on_probe(tmp_
 async def test_redis_event_log_without_redis_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"needs cache\.redis_url"):
         await open_stores(settings(tmp_path, serving={"events_backend": "redis"}))
+
+
+async def test_store_sizes_count_live_histories_and_logged_events(tmp_path: Path) -> None:
+    stores = await open_stores(settings(tmp_path))
+    assert await stores.sizes() == (0, 0)
+    await stores.events.append([Event("e1", "u1", "i1", "view", 1e9), Event("e2", "u1", "i2", "view", 1e9)])
+    await stores.history.append("u1", ["i1", "i2"])
+    assert await stores.sizes() == (1, 2)
+    await stores.close()
+
+
+async def test_store_sizes_while_redis_is_down_come_from_memory_and_leave_the_stream_unknown(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cache = {"redis_url": f"redis://127.0.0.1:{port}/0", "redis_timeout_ms": 100}
+    stores = await open_stores(settings(tmp_path, cache=cache, serving={"events_backend": "redis"}))
+    await stores.history.append("u1", ["i1"])  # lands in memory
+    assert await stores.sizes() == (1, None)
+    await stores.close()

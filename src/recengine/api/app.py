@@ -108,12 +108,16 @@ def create_app(
         # reach so that a full collection does not walk them (tens of ms of pause on a large catalogue).
         gc.collect()
         gc.freeze()
-        upkeep = asyncio.create_task(maintain(gw, serving.reload_poll_s)) if serving.reload_poll_s > 0 else None
+        stop_upkeep = asyncio.Event()
+        upkeep = None
+        if serving.reload_poll_s > 0:
+            upkeep = asyncio.create_task(maintain(gw, serving.reload_poll_s, stop_upkeep))
         try:
             yield
         finally:
             gc.unfreeze()
             if upkeep is not None:
+                stop_upkeep.set()
                 upkeep.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await upkeep

@@ -12,7 +12,7 @@ from typing import Any
 
 from recengine.api.runtime import OVERRIDES_KEY, apply_overrides, decode_overrides, encode_overrides, runtime_config
 from recengine.serving.ingest import EventIngest
-from recengine.serving.redis import nothing
+from recengine.serving.redis import REDIS_ERRORS, nothing
 from recengine.serving.registry import LoadedModel, ModelRegistry
 from recengine.serving.service import RecommendationService
 from recengine.serving.stores import Stores
@@ -77,10 +77,19 @@ def publish_model(model: LoadedModel) -> None:
     metrics.set_model(model.name, model.version, ts)
 
 
-async def maintain(gw: Gateway, every_s: float) -> None:
-    """Background upkeep: pick up new model versions, shared overrides and Redis recovery."""
-    while True:
-        await asyncio.sleep(every_s)
+async def maintain(gw: Gateway, every_s: float, stop: asyncio.Event) -> None:
+    """Background upkeep until ``stop`` is set: pick up new model versions, shared overrides and Redis recovery,
+    and publish the store sizes.
+
+    The owner sets ``stop`` before cancelling the task: redis-py can swallow a cancellation that lands during a
+    command (redis/redis-py#2028 and its kin; about every other cancel of a tight GET loop with redis 8.1), and a
+    loop that relied on the cancellation alone would then run on and hang the shutdown.
+    """
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+        if stop.is_set():
+            return
         try:
             stale = gw.registry.stale()
             if stale:
@@ -96,9 +105,15 @@ async def maintain(gw: Gateway, every_s: float) -> None:
 
 
 async def publish_event_log(gw: Gateway) -> None:
-    """The event log's size and unmerged backlog, for the dashboard and the log-full alert."""
+    """The store sizes (users with a live history, events in the log) and the log's unmerged backlog, for the
+    dashboard and the log-full alert. While Redis is down the history size is memory's and the event log's
+    figures keep their last values (no upkeep error every round)."""
     from recengine.observability import metrics
 
-    state = await gw.stores.events.state()
+    metrics.set_store_sizes(history=await gw.stores.history.size())
+    try:
+        state = await gw.stores.events.state()
+    except REDIS_ERRORS:
+        return
     metrics.set_store_sizes(events=state.size)
     metrics.set_event_log_backlog(state.unmerged, gw.settings.serving.max_unmerged_events or None)

@@ -7,14 +7,17 @@ raising on I/O — only on a programming error such as an unknown outcome name, 
   ``recengine_request_duration_seconds`` by route, engine and status;
 - ``observe_inference(engine, seconds, outcome)``: one engine call (``ok`` / ``error`` / ``timeout``) →
   ``recengine_engine_inference_seconds``;
-- ``record_cache(backend, outcome)``: ``hit`` / ``miss`` / ``error`` for ``memory`` or ``redis``;
+- ``record_cache(backend, outcome)``: ``hit`` / ``miss`` / ``error`` for ``memory`` or ``redis``; ``error`` is a
+  lookup that Redis did not answer (it failed, or it is marked down after a failure and was not asked), which the
+  in-process cache then answered — counted again there as a ``memory`` hit or miss;
 - ``record_fallback(engine, reason)``: a request not answered by its first-choice engine;
 - ``set_circuit_state(engine, state)``: ``closed`` (0) / ``half_open`` (1) / ``open`` (2);
 - ``set_model(engine, version, created_ts)``: the loaded model → info series + creation time (→ age);
 - ``record_events(accepted, rejected, refused)``: events taken in by ``POST /api/v1/events`` (and the time of
   the last accepted one, which the no-events alert watches); ``refused``: valid events turned away because the
   log is full (backpressure, 503);
-- ``set_store_sizes(history=…, events=…)``: history-store entries and event-log rows;
+- ``set_store_sizes(history=…, events=…)``: users with a live history and event-log rows (the gateway's upkeep
+  publishes them every ``serving.reload_poll_s``);
 - ``set_event_log_backlog(unmerged, limit)``: events not yet merged into a data set, and the cap on them;
 - ``set_dependency_up(name, up)``: reachability of a backing service (``redis``);
 - ``metrics_response() -> (body, content_type)``: the ``/metrics`` payload, single- or multi-process;
@@ -104,7 +107,8 @@ INFERENCE_SECONDS = Histogram(
 )
 CACHE = Counter(
     "recengine_cache_lookups_total",
-    "Cache lookups by backend (memory, redis) and outcome (hit, miss, error).",
+    "Cache lookups by backend (memory, redis) and outcome (hit, miss; error: Redis did not answer, the lookup went "
+    "to memory).",
     ["backend", "outcome"],
 )
 FALLBACKS = Counter(
@@ -149,7 +153,8 @@ LAST_EVENT.set(time.time())
 # the same size, so the maximum is the size (summing would count it N times).
 HISTORY_SIZE = Gauge(
     "recengine_history_store_size",
-    "Entries held by the user-history store.",
+    "Users with a live history (items from events since the data set) in the history store; with Redis a counter "
+    "the store keeps, an estimate.",
     multiprocess_mode="livemax",
 )
 EVENT_LOG_SIZE = Gauge(
@@ -222,7 +227,7 @@ def observe_inference(engine: str, seconds: float, outcome: InferenceOutcome) ->
 
 
 def record_cache(backend: str, outcome: CacheOutcome) -> None:
-    """Count a cache lookup: ``hit``, ``miss`` or ``error`` (backend unreachable or timed out)."""
+    """Count a cache lookup: ``hit``, ``miss`` or ``error`` (Redis failed, or is marked down and was not asked)."""
     if outcome not in CACHE_OUTCOMES:
         raise ValueError(f"cache outcome {outcome!r}: expected one of {sorted(CACHE_OUTCOMES)}")
     CACHE.labels(backend, outcome).inc()
@@ -276,7 +281,7 @@ def record_events(accepted: int = 0, rejected: int = 0, refused: int = 0) -> Non
 
 
 def set_store_sizes(history: int | None = None, events: int | None = None) -> None:
-    """Publish the current size of the history store and/or the event log (``None`` leaves one unchanged)."""
+    """Publish the users with a live history and/or the events in the log (``None`` leaves one unchanged)."""
     if history is not None:
         HISTORY_SIZE.set(history)
     if events is not None:

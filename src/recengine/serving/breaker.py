@@ -46,6 +46,12 @@ class CircuitBreaker:
             return "half_open"
         return "open"
 
+    @property
+    def consecutive_failures(self) -> int:
+        """Failures since the last success: the circuit opens when this reaches ``failures``."""
+        with self._lock:
+            return self._consecutive
+
     def allow(self) -> bool:
         """May a call go through now? In half-open state only the first caller gets the probe."""
         with self._lock:

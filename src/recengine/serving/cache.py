@@ -122,12 +122,25 @@ class RedisCache:
 
 
 class FailoverCache:
-    """Redis while it answers; the in-process cache while it does not; Redis again once it is back."""
+    """Redis while it answers; the in-process cache while it does not; Redis again once it is back.
 
-    def __init__(self, primary: Cache, fallback: MemoryCache, health: RedisHealth) -> None:
+    ``on_redis_error()`` is called for every lookup that Redis did not answer — it failed, or it is marked down
+    and was not asked — before the in-process cache answers it instead. Counting only the calls that failed would
+    show an outage as one error per retry interval: the history read that comes first in a request is what
+    usually finds Redis gone, and the cache lookup after it is not even tried.
+    """
+
+    def __init__(
+        self,
+        primary: Cache,
+        fallback: MemoryCache,
+        health: RedisHealth,
+        on_redis_error: Callable[[], None] = lambda: None,
+    ) -> None:
         self.primary = primary
         self.fallback = fallback
         self.health = health
+        self.on_redis_error = on_redis_error
 
     @property
     def backend(self) -> str:
@@ -135,7 +148,11 @@ class FailoverCache:
         return "memory" if self.health.degraded else "redis"
 
     async def get(self, key: str) -> bytes | None:
-        return await self.health.attempt(partial(self.primary.get, key), partial(self.fallback.get, key))
+        return await self.health.attempt(partial(self.primary.get, key), partial(self._get_from_memory, key))
+
+    async def _get_from_memory(self, key: str) -> bytes | None:
+        self.on_redis_error()
+        return await self.fallback.get(key)
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         await self.health.attempt(

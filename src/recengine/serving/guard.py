@@ -5,7 +5,9 @@
         result = await guard.call(model, partial(guard.batcher(model, run).submit, row), timeout_ms=50.0)
 
 A failure, a timeout or an empty history for a sequence engine comes back as :class:`EngineFailed` with its kind, so
-the service can move on to the next engine; only failures and timeouts count against the engine's circuit.
+the service can move on to the next engine; only failures and timeouts count against the engine's circuit, once per
+request: a batched call that raised is retried row by row (``serving/batching.py``), so a request fails — and counts
+— only when its own row fails, never because a bad row shared its batch.
 """
 
 from __future__ import annotations
@@ -81,7 +83,11 @@ class EngineGuard:
         """The micro-batcher of the model being served (a new one after a model swap)."""
         batcher = self._batchers.get(model.name)
         if batcher is None or batcher.model is not model:
-            batcher = Batcher(model, self.executor(model.name), run, self.max_batch, self.max_inflight)
+            breaker = self.breaker(model.name)
+            batcher = Batcher(
+                model, self.executor(model.name), run, self.max_batch, self.max_inflight,
+                retry_alone=lambda: breaker.state != "open",
+            )  # fmt: skip
             self._batchers[model.name] = batcher
         return batcher
 

@@ -25,6 +25,9 @@ from recengine.serving.redis import RedisHealth
 
 HIST_PREFIX = "recengine:hist:"
 VERSION_PREFIX = "recengine:histv:"
+#: How many users have a live history in Redis (counting their lists with SCAN would walk the whole keyspace);
+#: outside ``HIST_PREFIX``, so that no user id can name it.
+USERS_KEY = "recengine:histusers"
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,10 @@ class HistoryStore(Protocol):
 
     async def append(self, user_id: str, item_ids: Sequence[str]) -> None: ...
 
+    async def size(self) -> int:
+        """Users with a live history (items from events since the seed), cheaply: no scan of the store."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -105,13 +112,21 @@ class MemoryHistoryStore:
         live.extend(item_ids)
         self._versions[user_id] = self._versions.get(user_id, 0) + 1
 
+    async def size(self) -> int:
+        return len(self._live)
+
     async def close(self) -> None:
         self._live.clear()
 
 
 class RedisHistoryStore:
     """Live items in a Redis list per user (``RPUSH`` + ``LTRIM`` in one transaction) and a version
-    counter."""
+    counter; a user counter (``USERS_KEY``) for :meth:`size`.
+
+    The user counter rises when a user's version counter is created (their first append), in a second
+    round trip that only a new user pays. It is an estimate: it misses a user whose append was cut off between
+    the two round trips, and counts a user again whose keys were deleted by hand.
+    """
 
     def __init__(self, client: Redis, max_len: int = 200, seed: SeedHistories | None = None) -> None:
         self.client = client
@@ -136,7 +151,12 @@ class RedisHistoryStore:
         pipe.rpush(HIST_PREFIX + user_id, *item_ids)
         pipe.ltrim(HIST_PREFIX + user_id, -self.max_len, -1)
         pipe.incr(VERSION_PREFIX + user_id)
-        await pipe.execute()
+        *_, version = await pipe.execute()
+        if int(version) == 1:
+            await self.client.incr(USERS_KEY)
+
+    async def size(self) -> int:
+        return int(await self.client.get(USERS_KEY) or 0)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -197,6 +217,10 @@ class FailoverHistoryStore:
             self._pending.append((user_id, items))
 
         await self.health.attempt(to_redis, to_memory)
+
+    async def size(self) -> int:
+        """The size of the store in use: Redis, or memory while Redis is unreachable."""
+        return await self.health.attempt(self.primary.size, self.fallback.size)
 
     async def close(self) -> None:
         await self.fallback.close()

@@ -64,6 +64,15 @@ class Stores:
         if self.redis is not None and self.health is not None and self.health.degraded:
             await self.health.attempt(self.redis.ping, nothing)
 
+    async def sizes(self) -> tuple[int | None, int | None]:
+        """(users with a live history, events in the log); None for a store that cannot say now (Redis down)."""
+        history: int | None = await self.history.size()  # the fail-over answers from memory meanwhile
+        try:
+            events: int | None = await self.events.count()
+        except REDIS_ERRORS:
+            events = None
+        return history, events
+
     async def close(self) -> None:
         await self.events.close()
         await self.memory_cache.close()
@@ -85,13 +94,15 @@ async def open_stores(settings: Settings) -> Stores:
         return Stores(memory_cache, memory_history, events, memory_cache, memory_history)
     redis = redis_client(cache_settings.redis_url, cache_settings.redis_timeout_ms)
     health = RedisHealth(cache_settings.retry_after_s)
+    cache = FailoverCache(RedisCache(redis), memory_cache, health)
     if settings.observability.metrics:
         from recengine.observability import metrics
 
         health.on_change(lambda up: metrics.set_dependency_up("redis", up))
         metrics.set_dependency_up("redis", True)
+        cache.on_redis_error = lambda: metrics.record_cache("redis", "error")
     stores = Stores(
-        cache=FailoverCache(RedisCache(redis), memory_cache, health),
+        cache=cache,
         history=FailoverHistoryStore(RedisHistoryStore(redis, serving.history_max_len, seed), memory_history, health),
         events=event_log(settings, redis),
         memory_cache=memory_cache,
