@@ -133,6 +133,8 @@ def test_every_queried_metric_is_fed_by_a_live_app(
             "breaker_reset_s": 60,
             "reload_poll_s": 0.05,
             "events_backend": "redis",
+            "max_batch_events": 5,
+            "max_unmerged_events": 5,  # small, so that the scenario fills the log and sees the refusal
         },
         cache={"redis_url": private_redis.url, "retry_after_s": 0.2, "redis_timeout_ms": 200},
     )
@@ -172,6 +174,12 @@ def test_every_queried_metric_is_fed_by_a_live_app(
         assert wait_for(lambda: c.get("/ready").json()["status"] == "ready")
         assert c.post("/api/v1/events", json=events).json()["accepted"] == 3
         recommend(9)
+        for batch in range(3):  # nothing merges the log here: it fills up and refuses (backpressure)
+            more = [{"user_id": f"dash-{u}", "item_id": known_item, "event_id": f"fill-{batch}-{u}"} for u in range(3)]
+            refused = c.post("/api/v1/events", json=more)
+            if refused.status_code != 200:
+                break
+        assert refused.status_code == 503 and refused.json()["type"].endswith("event-log-full"), refused.text
 
         model = Popularity.fit(small_dataset)
         model.config["version"] = "p2"

@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any
 
 from recengine.api.runtime import OVERRIDES_KEY, apply_overrides, decode_overrides, encode_overrides, runtime_config
+from recengine.errors import StorageUnavailable
 from recengine.serving.ingest import EventIngest
 from recengine.serving.redis import REDIS_ERRORS, nothing
 from recengine.serving.registry import LoadedModel, ModelRegistry
@@ -113,6 +114,8 @@ async def publish_event_log(gw: Gateway) -> None:
     metrics.set_store_sizes(history=await gw.stores.history.size())
     try:
         state = await gw.stores.events.state()
+    except StorageUnavailable:  # a Redis event log while Redis is down
+        return
     except REDIS_ERRORS:
         return
     metrics.set_store_sizes(events=state.size)
