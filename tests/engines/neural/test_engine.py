@@ -21,6 +21,7 @@ from recengine.evaluation import evaluate
 from recengine.settings import NeuralSettings, TrainingSettings
 from tests.conftest import make_dataset
 from tests.engines.contract import EngineContract
+from tests.engines.neural.category_led import category_led, items_by_category
 
 
 @pytest.fixture(scope="module")
@@ -143,37 +144,6 @@ def test_ann_serving_finds_most_of_the_exact_answer(catalogue: Dataset, kind: st
         _, gi, wi = np.intersect1d(g, w, return_indices=True)
         np.testing.assert_allclose(gs[gi], ws[wi], rtol=1e-5, atol=1e-5)
     assert (got_scores <= want_scores + 1e-5).all()
-
-
-def category_led(ds: Dataset, **kwargs: object) -> NeuralEngine:
-    """An untrained engine whose item vectors are led by their categories, as trained ones are: a category's items
-    sit in a few IVF lists, so a probe near a user of other categories holds few or none of them."""
-    vocab = FeatureVocab.fit(ds.items, 64)
-    cfg = TwoTowerConfig(
-        n_id_items=ds.n_items,
-        n_categories=vocab.n_categories,
-        title_buckets=vocab.title_buckets,
-        n_numeric=len(vocab.numeric),
-        d_model=16,
-        max_len=20,
-    )
-    torch.manual_seed(0)
-    model = TwoTower(cfg)
-    with torch.no_grad():
-        tower = model.item_tower
-        tower.id_emb.weight.mul_(0.1)
-        tower.title_emb.weight.mul_(0.1)
-        tower.cat_emb.weight.mul_(3.0)
-    has_id = torch.from_numpy(ds.item_counts(max_split=TRAIN) > 0)
-    return NeuralEngine(model=model, vocab=vocab, has_id=has_id, items=ds.items, **kwargs)  # type: ignore[arg-type]
-
-
-def items_by_category(ds: Dataset) -> dict[str, np.ndarray]:
-    out: dict[str, list[int]] = {}
-    for i, cats in enumerate(ds.items.categories or []):
-        for c in cats or ():
-            out.setdefault(c, []).append(i)
-    return {c: np.asarray(v, dtype=np.int64) for c, v in sorted(out.items())}
 
 
 @pytest.mark.parametrize("route", ["exact subset", "selector"])
