@@ -7,7 +7,7 @@ Queries are perturbed item vectors, like user vectors that sit near the items th
 A second table times filtered requests (a category filter, as ``include_categories`` / ``exclude_categories`` reach
 the index) against the unfiltered request of the same run: a category is the items of a share of the clusters (1 %
 and 20 % of the items by default), each query excludes a 20-item history, and recall@10 is against exact scoring of
-the same filter. Rows marked "forced" override the index's route choice (``EXACT_SUBSET_MAX``) to show the other one.
+the same filter. Rows marked "forced" override the index's route choice (``filtered_route``) to show the other one.
 
 A section of the output file that starts with ``NOTE_HEADING`` is hand-written: it is kept as it is when the file is
 regenerated (edit it by hand to match new figures).
@@ -25,13 +25,14 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-import recengine.engines.index as index_module
 from recengine.engines.index import ExactIndex, FaissIndex, VectorIndex, recall_at_k
 
 NOTE_HEADING = "## Hand-written note (not produced by benchmarks/ann.py)"
@@ -127,21 +128,17 @@ def filtered_truth(
     return np.concatenate(out)
 
 
-class forced_route:
-    """Override the index's choice between exact scoring of the allowed subset and a faiss selector."""
-
-    def __init__(self, route: str | None) -> None:
-        self.route = route
-        self.saved = index_module.EXACT_SUBSET_MAX
-
-    def __enter__(self) -> None:
-        if self.route == "selector":
-            index_module.EXACT_SUBSET_MAX = 0
-        elif self.route == "exact":
-            index_module.EXACT_SUBSET_MAX = 2**62
-
-    def __exit__(self, *exc: object) -> None:
-        index_module.EXACT_SUBSET_MAX = self.saved
+@contextmanager
+def forced_route(index: VectorIndex, route: str | None) -> Iterator[None]:
+    """Override the index's choice between exact scoring of a filtered row's candidates and a faiss selector."""
+    if route is None:
+        yield
+        return
+    index.filtered_route = lambda n_allowed, n_dropped: route  # type: ignore[method-assign,assignment,return-value]
+    try:
+        yield
+    finally:
+        del index.filtered_route
 
 
 def measure_filtered(
@@ -161,7 +158,7 @@ def measure_filtered(
     n = len(queries)
     excl = [h if exclude is None else np.concatenate([h, exclude]) for h in histories]
     allows = None if allow is None else [allow] * n
-    with forced_route(route):
+    with forced_route(index, route):
         t0 = time.perf_counter()
         got, _ = index.search(queries, k, exclude=excl, allow=allows)
         batch_s = time.perf_counter() - t0
@@ -176,7 +173,7 @@ def measure_filtered(
     if route is None:
         if allow is None and exclude is None:
             how = "one batched search (over-fetch by the history)"
-        elif allow is not None and allow.size <= index_module.EXACT_SUBSET_MAX:
+        elif index.filtered_route(None if allow is None else allow.size, len(excl[0])) == "exact":
             how = "exact scoring of the allowed items"
         else:
             how = "faiss with an IDSelector"
@@ -225,7 +222,7 @@ def filtered_rows(
         common = (index, queries, histories, k, filtered_truth(vt, queries, k, items, histories))
         rows.append(measure_filtered(name, f"include {label}", *common, allow=items, n_allowed=items.size))
         if compare:
-            other = "exact" if items.size > index_module.EXACT_SUBSET_MAX else "selector"
+            other = "selector" if index.filtered_route(items.size, len(histories[0])) == "exact" else "exact"
             rows.append(
                 measure_filtered(name, f"include {label}", *common, allow=items, route=other, n_allowed=items.size)
             )

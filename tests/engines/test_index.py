@@ -148,7 +148,7 @@ def test_faiss_add_while_searching_from_other_threads() -> None:
 # ---- filters inside the search -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def grouped() -> tuple[np.ndarray, np.ndarray]:
-    """3,000 rows in 30 tight clusters and each row's cluster: a "category" made of two clusters sits in a handful of
+    """3,000 rows in 30 tight clusters and each row's cluster: a "category" made of a few clusters sits in a handful of
     IVF's 75 lists, none of them near a query from another cluster."""
     rng = np.random.default_rng(11)
     centres = rng.standard_normal((30, 32))
@@ -196,8 +196,10 @@ def test_a_filtered_search_fills_k_from_the_allowed_rows_best_first(
     index = any_index(vectors, kind)
     if kind == "ivf":
         assert index.index.nprobe < index.index.nlist  # type: ignore[union-attr]
-    allowed = np.flatnonzero(np.isin(labels, [0, 1]))
-    queries = far_queries(vectors, labels, [0, 1], 40)
+    allowed = np.flatnonzero(np.isin(labels, [0, 1, 2]))  # 10 %: HNSW too takes its selector (efSearch ~1,300)
+    want_route = "selector" if kind != "exact" and route == "selector" else "exact"
+    assert index.filtered_route(len(allowed), 23) == want_route
+    queries = far_queries(vectors, labels, [0, 1, 2], 40)
     best, _ = index.search(queries, 3, allow=[allowed] * len(queries))
     dropped = [np.concatenate([b, np.flatnonzero(labels == 7)[:20]]) for b in best]  # its 3 best, and others
     k = 10
@@ -277,3 +279,20 @@ def test_unfiltered_rows_and_short_histories_use_no_selector(
     np.testing.assert_array_equal(ids, before)
     with pytest.raises(AssertionError, match="selector"):
         index.search(queries[:1], 10, exclude=[np.arange(1, index_module.OVERFETCH_MAX + 2)])
+
+
+def test_the_route_of_a_filtered_row_follows_its_cost(
+    grouped: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recengine.engines.index as index_module
+
+    vectors, _ = grouped
+    monkeypatch.setattr(index_module, "EXACT_SUBSET_MAX", 100)
+    ivf, hnsw = FaissIndex(vectors, kind="ivf"), FaissIndex(vectors, kind="hnsw")
+    assert ExactIndex(vectors).filtered_route(2_000, 0) == "exact"
+    for index in (ivf, hnsw):
+        assert index.filtered_route(100, 0) == "exact", "a small allowed set is scored exactly"
+        assert index.filtered_route(1_500, 0) == "selector"
+        assert index.filtered_route(None, 1_000) == "selector", "an exclusion list goes into the selector"
+    # HNSW meets allowed rows in proportion to their share: 150 of 3,000 would need efSearch 2,560 > HNSW_MAX_EF.
+    assert ivf.filtered_route(150, 0) == "selector" and hnsw.filtered_route(150, 0) == "exact"

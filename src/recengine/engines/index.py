@@ -6,8 +6,9 @@ returned). Vectors are expected L2-normalised, so inner product = cosine.
 Filters are applied inside the search, never after it: an unfiltered row (or one that excludes only a short list,
 its history) is one batched top-k over-fetched by that list; a row with an allow-list of at most
 ``EXACT_SUBSET_MAX`` rows is scored exactly against those rows; any other filtered row searches faiss with an
-``IDSelector`` and, when the probed lists or visited nodes held fewer than ``k`` usable rows, is answered by exact
-scoring instead. So a row is short of ``k`` only when fewer than ``k`` rows are allowed and not excluded.
+``IDSelector`` (IVF: the nearest lists that hold allowed rows; HNSW: efSearch widened by 1/share, exact scoring
+where that would pass ``HNSW_MAX_EF``) and, when the search found fewer than ``k`` usable rows, is answered by
+exact scoring instead. So a row is short of ``k`` only when fewer than ``k`` rows are allowed and not excluded.
 
     index = build_index(vectors, ann_threshold=50_000, kind="ivf")    # ExactIndex or FaissIndex
     ids, scores = index.search(queries, k=10, exclude=[history, ...])  # (B, k) each, best first, 0 / -inf padding
@@ -75,6 +76,9 @@ class ReadWriteLock:
 #: dims on one core exact scoring took 0.11 / 0.47 / 1.15 ms for 1,000 / 3,000 / 10,000 rows, IVF with a selector
 #: 0.34-0.76 ms at recall ≥ 0.998 whatever the size (its cost is the catalogue's bitmap and the lists it scans).
 EXACT_SUBSET_MAX = 4_000
+#: A filtered HNSW search widens efSearch by 1/share (see ``FaissIndex._hnsw_ef``) up to this; a filter that would
+#: need more is scored exactly: at 1M items a 1 % category needed efSearch 12,900 and 85 ms, exact scoring 1.2 ms.
+HNSW_MAX_EF = 2_048
 #: A filtered IVF search scans the nearest lists that hold allowed rows, ``nprobe`` of them and more until they hold
 #: as many allowed rows as this share of an unfiltered probe's rows: a sparse filter still sees enough candidates.
 PROBE_SHARE = 0.1
@@ -128,6 +132,11 @@ class VectorIndex(ABC):
     @abstractmethod
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw top-k (B, k) ids and scores; ids -1 where fewer than k rows were found."""
+
+    def filtered_route(self, n_allowed: int | None, n_dropped: int) -> Literal["exact", "selector"]:
+        """How a filtered row with ``n_allowed`` allowed rows (None: all) and ``n_dropped`` excluded ones is answered:
+        exact scoring of its candidates, or an ANN search with a selector. This index: always exact."""
+        return "exact"
 
     def _search_filtered(
         self, query: np.ndarray, k: int, allowed: np.ndarray | None, dropped: np.ndarray
@@ -333,7 +342,7 @@ class FaissIndex(VectorIndex):
     def _search_filtered(
         self, query: np.ndarray, k: int, allowed: np.ndarray | None, dropped: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        if allowed is not None and allowed.size <= EXACT_SUBSET_MAX:
+        if self.filtered_route(None if allowed is None else allowed.size, dropped.size) == "exact":
             return self._exact(query, k, allowed, dropped)
         faiss = _faiss()
 
@@ -343,11 +352,7 @@ class FaissIndex(VectorIndex):
         with self._lock.read():
             sel = selector(self.size, allowed, dropped)
             if self.kind == "hnsw":
-                # The graph walk visits nodes near the query whether they are allowed or not: to meet as many allowed
-                # rows as an unfiltered search meets rows it must visit 1/share as many.
-                size = self.size
-                share = (allowed.size if allowed is not None else size - 1 - dropped.size) / max(1, size - 1)
-                ef = min(size, int(np.ceil(self.index.hnsw.efSearch / max(share, 1e-9))))
+                ef = self._hnsw_ef(None if allowed is None else allowed.size, dropped.size)
                 params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(k, ef))
                 scores, ids = self.index.search(q, k, params=params)
             else:
@@ -369,6 +374,20 @@ class FaissIndex(VectorIndex):
                 )
         keep = ids[0] > 0
         return ids[0][keep].astype(np.int64), scores[0][keep].astype(np.float32)
+
+    def filtered_route(self, n_allowed: int | None, n_dropped: int) -> Literal["exact", "selector"]:
+        if n_allowed is not None and n_allowed <= EXACT_SUBSET_MAX:
+            return "exact"
+        if self.kind == "hnsw" and self._hnsw_ef(n_allowed, n_dropped) > HNSW_MAX_EF:
+            return "exact"
+        return "selector"
+
+    def _hnsw_ef(self, n_allowed: int | None, n_dropped: int) -> int:
+        """efSearch of a filtered HNSW search. The graph walk visits nodes near the query whether they are allowed or
+        not: to meet as many allowed rows as an unfiltered search meets rows it must visit 1/share as many."""
+        size = self.size
+        share = (n_allowed if n_allowed is not None else size - 1 - n_dropped) / max(1, size - 1)
+        return min(size, int(np.ceil(self.index.hnsw.efSearch / max(share, 1e-9))))
 
     def _probe(
         self, query: np.ndarray, k: int, allowed: np.ndarray | None, dropped: np.ndarray
