@@ -189,11 +189,11 @@ class VectorIndex(ABC):
         if k == 0 or bsz == 0:
             return out_ids, out_scores
         n_excl = len(exclude) if exclude is not None else 0
-        dropped = [valid_rows(exclude[i], size) if exclude is not None and i < n_excl else _NONE for i in range(bsz)]
-        allowed: list[np.ndarray | None] = []
-        for i in range(bsz):
-            a = allow[i] if allow is not None and i < len(allow) else None
-            allowed.append(None if a is None else without(valid_rows(a, size), dropped[i]))
+        raw = [
+            np.asarray(exclude[i], dtype=np.int64).reshape(-1) if exclude is not None and i < n_excl else _NONE
+            for i in range(bsz)
+        ]
+        wanted = [allow[i] if allow is not None and i < len(allow) else None for i in range(bsz)]
         found = np.zeros(bsz, dtype=np.int64)
 
         def put(i: int, ids: np.ndarray, scores: np.ndarray) -> None:
@@ -204,25 +204,29 @@ class VectorIndex(ABC):
             found[i] = len(ids)
 
         # Unfiltered rows with short exclusion lists (the history): one batched search, over-fetched by the longest
-        # list, as fast as a plain top-k. Everything else is filtered inside the search, row by row.
-        plain = [i for i in range(bsz) if allowed[i] is None and dropped[i].size <= OVERFETCH_MAX]
+        # list, exactly as before filters moved into the search (no sorting of the lists, no selector).
+        plain = [i for i in range(bsz) if wanted[i] is None and raw[i].size <= OVERFETCH_MAX]
         if plain:
-            fetch = min(size, k + 1 + max(dropped[i].size for i in plain))
+            fetch = min(size, k + 1 + max(raw[i].size for i in plain))
             ids, scores = self._search(queries[plain], fetch)
             for j, i in enumerate(plain):
-                keep = (ids[j] > 0) & ~np.isin(ids[j], dropped[i])
+                keep = (ids[j] > 0) & ~np.isin(ids[j], raw[i])
                 put(i, ids[j][keep][:k], scores[j][keep][:k])
         is_plain = np.zeros(bsz, dtype=bool)
         is_plain[plain] = True
         for i in range(bsz):
-            a = allowed[i]
+            if is_plain[i] and found[i] == k:
+                continue
+            dropped = valid_rows(raw[i], size)
+            a = wanted[i]
+            allowed = None if a is None else without(valid_rows(a, size), dropped)
             if not is_plain[i]:
-                put(i, *self._search_filtered(queries[i], k, a, dropped[i]))
+                put(i, *self._search_filtered(queries[i], k, allowed, dropped))
             # An ANN search sees only what its probed lists or visited nodes hold; when that leaves the row short
             # of rows that exist, exact scoring of the candidates answers instead.
-            candidates = a.size if a is not None else size - 1 - dropped[i].size
+            candidates = allowed.size if allowed is not None else size - 1 - dropped.size
             if found[i] < min(k, candidates):
-                put(i, *self._exact(queries[i], k, a, dropped[i]))
+                put(i, *self._exact(queries[i], k, allowed, dropped))
         return out_ids, out_scores
 
 
