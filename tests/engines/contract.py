@@ -120,6 +120,39 @@ class EngineContract:
         default, _ = engine.recommend(histories, k=n)
         np.testing.assert_array_equal(by_hand, default)
 
+    def test_an_allow_list_keeps_a_row_to_its_items_and_fills_k_from_them(
+        self, engine: Engine, histories: list[np.ndarray]
+    ) -> None:
+        n = engine.n_items
+        rng = np.random.default_rng(0)
+        picks = [rng.choice(np.arange(1, n + 1), size=25, replace=False) for _ in histories]
+        allow: list[np.ndarray | None] = list(picks)
+        allow[1] = None  # no filter on this row
+        allow[2] = np.concatenate([histories[2][:3], unknown_indices(n)])  # history items only, and unknown ones
+        named = [picks[0][:3]] + [EMPTY] * (len(histories) - 1)  # an exclusion inside the allow-list
+        ids, scores = engine.recommend(histories, k=10, exclude=named, allow=allow)
+        assert ids.shape == scores.shape == (len(histories), 10)
+        full = engine.score(histories).numpy()
+        plain, _ = engine.recommend(histories[1:2], k=10)
+        np.testing.assert_array_equal(ids[1], plain[0])
+        for i, (row, row_scores, history) in enumerate(zip(ids, scores, histories, strict=True)):
+            if allow[i] is None:
+                continue
+            rows = np.asarray(allow[i])
+            left = np.setdiff1d(rows[(rows >= 1) & (rows <= n)], np.concatenate([history, named[i]]))
+            m = min(10, len(left))
+            assert set(row[:m].tolist()) <= set(left.tolist()) and len(set(row[:m].tolist())) == m
+            assert (row[m:] == 0).all() and np.isneginf(row_scores[m:]).all(), "short rows are padding"
+            assert np.all(np.diff(row_scores[:m]) <= 0), "best first"
+            np.testing.assert_allclose(row_scores[:m], full[i, row[:m]], rtol=1e-5)
+            if m and len(left) > m:
+                assert full[i, np.setdiff1d(left, row[:m])].max() <= row_scores[m - 1], "a better allowed item left out"
+        assert (ids[2] == 0).all(), "an allow-list of history items and unknown ones leaves nothing"
+        nothing, _ = engine.recommend(histories[:1], k=5, allow=[EMPTY])
+        assert (nothing == 0).all(), "an empty allow-list allows no item"
+        everything, _ = engine.recommend(histories[:1], k=n, exclude_history=False, allow=[np.arange(1, n + 1)])
+        np.testing.assert_array_equal(everything, engine.recommend(histories[:1], k=n, exclude_history=False)[0])
+
     def test_rows_short_of_candidates_are_padded_with_zero_and_minus_inf(self, engine: Engine) -> None:
         n = engine.n_items
         everything = np.arange(1, n + 1)

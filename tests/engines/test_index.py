@@ -143,3 +143,156 @@ def test_faiss_add_while_searching_from_other_threads() -> None:
     assert index.size == 4001 + 200
     found, _ = index.search(new[:20], 1)
     assert (found[:, 0] >= 4001).mean() >= 0.9  # the added rows are there and searchable
+
+
+# ---- filters inside the search -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def grouped() -> tuple[np.ndarray, np.ndarray]:
+    """3,000 rows in 30 tight clusters and each row's cluster: a "category" made of a few clusters sits in a handful of
+    IVF's 75 lists, none of them near a query from another cluster."""
+    rng = np.random.default_rng(11)
+    centres = rng.standard_normal((30, 32))
+    labels = rng.integers(0, 30, size=3001)
+    x = (centres[labels] + 0.3 * rng.standard_normal((3001, 32))).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[0] = 0.0
+    labels[0] = -1
+    return x, labels
+
+
+def filtered_truth(
+    vectors: np.ndarray, queries: np.ndarray, k: int, allowed: np.ndarray, dropped: list[np.ndarray]
+) -> np.ndarray:
+    """Brute force: the top-``k`` allowed, not dropped rows per query (ids, best first; fewer when fewer exist)."""
+    out = []
+    for q, drop in zip(queries, dropped, strict=True):
+        rows = np.setdiff1d(allowed, drop)
+        order = np.argsort(-(vectors[rows] @ q), kind="stable")[:k]
+        out.append(rows[order])
+    return np.asarray(out)
+
+
+def far_queries(vectors: np.ndarray, labels: np.ndarray, avoid: list[int], n: int) -> np.ndarray:
+    """Queries at rows of clusters other than ``avoid``, slightly perturbed: far from the filtered category."""
+    rows = np.flatnonzero(~np.isin(labels, [*avoid, -1]))[:n]
+    q = vectors[rows] + 0.05 * np.random.default_rng(5).standard_normal((len(rows), vectors.shape[1]))
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def any_index(vectors: np.ndarray, kind: str) -> ExactIndex | FaissIndex:
+    return ExactIndex(vectors) if kind == "exact" else FaissIndex(vectors, kind=kind)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("route", ["exact subset", "selector"])
+@pytest.mark.parametrize("kind", ["exact", "ivf", "hnsw"])
+def test_a_filtered_search_fills_k_from_the_allowed_rows_best_first(
+    grouped: tuple[np.ndarray, np.ndarray], kind: str, route: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recengine.engines.index as index_module
+
+    if route == "selector":  # a catalogue this small would otherwise always score its allowed subset exactly
+        monkeypatch.setattr(index_module, "EXACT_SUBSET_MAX", 0)
+    vectors, labels = grouped
+    index = any_index(vectors, kind)
+    if kind == "ivf":
+        assert index.index.nprobe < index.index.nlist  # type: ignore[union-attr]
+    allowed = np.flatnonzero(np.isin(labels, [0, 1, 2]))  # 10 %: HNSW too takes its selector (efSearch ~1,300)
+    want_route = "selector" if kind != "exact" and route == "selector" else "exact"
+    assert index.filtered_route(len(allowed), 23) == want_route
+    queries = far_queries(vectors, labels, [0, 1, 2], 40)
+    best, _ = index.search(queries, 3, allow=[allowed] * len(queries))
+    dropped = [np.concatenate([b, np.flatnonzero(labels == 7)[:20]]) for b in best]  # its 3 best, and others
+    k = 10
+    ids, scores = index.search(queries, k, exclude=dropped, allow=[allowed] * len(queries))
+    want = filtered_truth(vectors, queries, k, allowed, dropped)
+    assert ids.shape == scores.shape == (len(queries), k)
+    for q, row, row_scores, drop in zip(queries, ids, scores, dropped, strict=True):
+        assert np.isin(row, allowed).all(), "only allowed rows, and k of them"
+        assert not np.isin(row, drop).any()
+        assert len(set(row.tolist())) == k
+        assert np.all(np.diff(row_scores) <= 0), "best first"
+        np.testing.assert_allclose(row_scores, vectors[row] @ q, rtol=1e-5, atol=1e-5)
+    recall = np.mean([len(np.intersect1d(g, w)) / k for g, w in zip(ids, want, strict=True)])
+    assert recall >= (1.0 if kind == "exact" or route == "exact subset" else 0.9), recall
+
+
+@pytest.mark.parametrize("kind", ["exact", "ivf", "hnsw"])
+def test_excluding_nearly_the_whole_catalogue_still_fills_k(grouped: tuple[np.ndarray, np.ndarray], kind: str) -> None:
+    # The filter as an exclusion list (how include_categories reached the index before): IVF probes 16 lists near the
+    # query, which hold none of the rows left, so an over-fetch of the whole catalogue came back empty.
+    vectors, labels = grouped
+    index = any_index(vectors, kind)
+    allowed = np.flatnonzero(np.isin(labels, [0, 1]))
+    rest = np.setdiff1d(np.arange(1, len(vectors)), allowed)
+    queries = far_queries(vectors, labels, [0, 1], 40)
+    ids, scores = index.search(queries, 10, exclude=[rest] * len(queries))
+    assert (ids > 0).all() and np.isin(ids, allowed).all() and np.isfinite(scores).all()
+    want = filtered_truth(vectors, queries, 10, allowed, [rest] * len(queries))
+    recall = np.mean([len(np.intersect1d(g, w)) / 10 for g, w in zip(ids, want, strict=True)])
+    assert recall >= 0.9, recall
+
+
+@pytest.mark.parametrize("kind", ["exact", "ivf", "hnsw"])
+def test_an_allow_list_short_of_k_is_padded_and_none_allows_everything(
+    grouped: tuple[np.ndarray, np.ndarray], kind: str
+) -> None:
+    vectors, labels = grouped
+    index = any_index(vectors, kind)
+    queries = far_queries(vectors, labels, [], 3)
+    three = np.array([5, 17, 900])
+    noisy = np.array([0, -4, 900, 5, 17, 5, len(vectors), len(vectors) + 10])  # padding, unknown and repeated rows
+    none = np.zeros(0, dtype=np.int64)
+    ids, scores = index.search(queries, 5, exclude=[np.array([17]), none, none], allow=[noisy, None, none])
+    assert set(ids[0, :2].tolist()) == {5, 900} and ids[0, 2:].tolist() == [0, 0, 0]
+    assert np.isfinite(scores[0, :2]).all() and np.isneginf(scores[0, 2:]).all()
+    unfiltered, _ = index.search(queries[1:2], 5)
+    np.testing.assert_array_equal(ids[1], unfiltered[0])  # a None entry is no filter
+    assert ids[2].tolist() == [0] * 5 and np.isneginf(scores[2]).all()  # an empty allow-list allows nothing
+    ids, _ = index.search(queries[:1], 5, allow=[three])
+    assert sorted(ids[0, :3].tolist()) == sorted(three.tolist())
+
+
+def test_unfiltered_rows_and_short_histories_use_no_selector(
+    grouped: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recengine.engines.index as index_module
+
+    vectors, labels = grouped
+    index = FaissIndex(vectors, kind="ivf")
+    queries = far_queries(vectors, labels, [], 8)
+    before, _ = index.search(queries, 10, exclude=[np.arange(1, 50)] * 8)
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("an unfiltered request must not build a selector")
+
+    monkeypatch.setattr(index_module, "selector", refuse)
+    calls: list[int] = []
+    search = index._search
+
+    def counted(q: np.ndarray, k: int, params: object = None) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(len(q))
+        return search(q, k, params)
+
+    monkeypatch.setattr(index, "_search", counted)
+    ids, _ = index.search(queries, 10, exclude=[np.arange(1, 50)] * 8)
+    assert calls == [8], "one batched search for the whole batch"
+    np.testing.assert_array_equal(ids, before)
+    with pytest.raises(AssertionError, match="selector"):
+        index.search(queries[:1], 10, exclude=[np.arange(1, index_module.OVERFETCH_MAX + 2)])
+
+
+def test_the_route_of_a_filtered_row_follows_its_cost(
+    grouped: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recengine.engines.index as index_module
+
+    vectors, _ = grouped
+    monkeypatch.setattr(index_module, "EXACT_SUBSET_MAX", 100)
+    ivf, hnsw = FaissIndex(vectors, kind="ivf"), FaissIndex(vectors, kind="hnsw")
+    assert ExactIndex(vectors).filtered_route(2_000, 0) == "exact"
+    for index in (ivf, hnsw):
+        assert index.filtered_route(100, 0) == "exact", "a small allowed set is scored exactly"
+        assert index.filtered_route(1_500, 0) == "selector"
+        assert index.filtered_route(None, 1_000) == "selector", "an exclusion list goes into the selector"
+    # HNSW meets allowed rows in proportion to their share: 150 of 3,000 would need efSearch 2,560 > HNSW_MAX_EF.
+    assert ivf.filtered_route(150, 0) == "selector" and hnsw.filtered_route(150, 0) == "exact"

@@ -8,11 +8,12 @@ layer translates external ids. A history is an int64 array of item indices in ti
     engine = load_engine(model_dir)                                 # any engine, from the directory alone
     scores = engine.score(histories)                                # (B, n_items + 1) — used by the evaluator
     ids, scores = engine.recommend(histories, k=10, exclude=...)    # (B, k) each, best first, history left out
+    ids, scores = engine.recommend(histories, k=10, allow=[rows, None])  # only those items (None: any item)
     ids, scores = engine.similar_items(np.array([item]), k=10)     # (B, k) each, the item itself left out
 
 Unknown items are skipped, never an error: an index that names no item (0, negative, or above ``n_items``) is
-dropped wherever indices are accepted (histories, ``exclude``, ``similar_items``), so a stale or foreign id from a
-client cannot fail a request. A history left without a known item is an empty history: an engine whose
+dropped wherever indices are accepted (histories, ``exclude``, ``allow``, ``similar_items``), so a stale or foreign
+id from a client cannot fail a request. A history left without a known item is an empty history: an engine whose
 ``needs_history`` is True raises :class:`~recengine.errors.NoHistory` for it (and for ``similar_items`` of an
 unknown item), the others answer it as they answer an empty one. ``tests/engines/contract.py`` checks this, and
 the rest of the contract, on every engine.
@@ -86,21 +87,31 @@ class Engine(ABC):
         k: int,
         exclude: Sequence[np.ndarray] | None = None,
         exclude_history: bool = True,
+        allow: Sequence[np.ndarray | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` item indices and scores per history, best first, (B, k) each.
 
-        ``exclude`` adds per-row items that must not be returned. Rows with fewer than ``k`` candidates are padded
-        with index 0 and score -inf.
+        ``exclude`` adds per-row items that must not be returned. ``allow`` restricts a row to the items it lists
+        (a category filter): ``allow[i]`` None, or a row past the end of ``allow``, allows every item; an empty
+        array allows none. The answer is the best ``k`` of the allowed items left after exclusion, so a row is
+        short only when fewer than ``k`` such items exist; short rows are padded with index 0 and score -inf.
         """
-        return self.top_items(histories, k, exclusions(histories, exclude, exclude_history))
+        return self.top_items(histories, k, exclusions(histories, exclude, exclude_history), allow)
 
     def top_items(
-        self, histories: Sequence[np.ndarray], k: int, excluded: Sequence[np.ndarray]
+        self,
+        histories: Sequence[np.ndarray],
+        k: int,
+        excluded: Sequence[np.ndarray],
+        allowed: Sequence[np.ndarray | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``recommend`` once the exclusions are decided: the top-``k`` of each row without ``excluded[i]``. By
-        default from :meth:`score`; an engine with its own search (an ANN index) overrides this, not ``recommend``."""
+        """``recommend`` once the exclusions are decided: the top-``k`` of each row among ``allowed[i]`` (when
+        given) without ``excluded[i]``. By default from :meth:`score`; an engine with its own search (an ANN index)
+        overrides this, not ``recommend``."""
         scores = self.score(histories).clone()
         mask_scores(scores, list(excluded))
+        if allowed is not None:
+            keep_only(scores, allowed)
         return topk(scores, k)
 
     def similar_items(self, item_indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -156,6 +167,21 @@ def exclusions(
             parts.append(np.asarray(exclude[i], dtype=np.int64))
         out.append(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
     return out
+
+
+def keep_only(scores: torch.Tensor, allowed: Sequence[np.ndarray | None]) -> torch.Tensor:
+    """Set every column of row ``i`` outside ``allowed[i]`` to -inf, in place (None: the row is left as it is;
+    indices that name no column are skipped); returns ``scores``."""
+    n_cols = scores.shape[1]
+    for i, rows in enumerate(allowed[: scores.shape[0]]):
+        if rows is None:
+            continue
+        r = np.asarray(rows, dtype=np.int64).reshape(-1)
+        keep = torch.from_numpy(r[(r > 0) & (r < n_cols)])
+        kept = scores[i, keep].clone()
+        scores[i] = -torch.inf
+        scores[i, keep] = kept
+    return scores
 
 
 def topk(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,8 @@
 """What runs in an engine's pool: external ids in, one engine call per batch, formatted items out.
 
-The request's filters become per-row exclusions here; excluding the history itself is the engine's
+The request's filters become per-row exclusions and allow-lists here: excluded items and categories are left out,
+``include_categories`` is the allow-list of the items in them (never an exclusion list of the rest of the
+catalogue, which an ANN search would have to over-fetch). Excluding the history itself is the engine's
 (``Engine.recommend(..., exclude_history=…)``), so "exclude seen items" is decided in one place.
 """
 
@@ -38,28 +40,31 @@ def recommend_rows(model: LoadedModel, rows: Sequence[Row]) -> list[list[dict[st
         if not todo:
             continue
         k_max = min(max(rows[i][1] for i in todo), engine.n_items)
+        allow = [allowed_in(model, rows[i][2]) for i in todo]
         idx, scores = engine.recommend(
             [histories[i] for i in todo],
             k=k_max,
             exclude=[filtered_out(model, rows[i][2]) for i in todo],
             exclude_history=seen,
+            allow=allow if any(a is not None for a in allow) else None,
         )
         for row, i in enumerate(todo):
             out[i] = format_items(model, idx[row], scores[row], rows[i][1])
     return out
 
 
+def allowed_in(model: LoadedModel, req: RecommendRequest) -> np.ndarray | None:
+    """The item indices ``include_categories`` allows (sorted; empty when no item carries them), None without it."""
+    return model.items_in_categories(req.include_categories) if req.include_categories else None
+
+
 def filtered_out(model: LoadedModel, req: RecommendRequest) -> np.ndarray:
-    """Item indices the request's filters leave out (items named, categories excluded or not included)."""
+    """Item indices the request's filters leave out: items named and items of excluded categories."""
     parts: list[np.ndarray] = []
     if req.exclude_items:
         parts.append(model.engine.item_ids.encode(req.exclude_items))
     if req.exclude_categories:
         parts.append(model.items_in_categories(req.exclude_categories))
-    if req.include_categories:
-        allowed = model.items_in_categories(req.include_categories)
-        everything = np.arange(1, model.n_items + 1, dtype=np.int64)
-        parts.append(np.setdiff1d(everything, allowed, assume_unique=True))
     if not parts:
         return np.zeros(0, dtype=np.int64)
     out = np.concatenate(parts)

@@ -102,14 +102,21 @@ class NeuralEngine(Engine):
         scores[:, 0] = -torch.inf
         return scores
 
+    @torch.no_grad()
     def top_items(
-        self, histories: Sequence[np.ndarray], k: int, excluded: Sequence[np.ndarray]
+        self,
+        histories: Sequence[np.ndarray],
+        k: int,
+        excluded: Sequence[np.ndarray],
+        allowed: Sequence[np.ndarray | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         index = self.index
         if index.kind == "exact":
-            return super().top_items(histories, k, excluded)
+            return super().top_items(histories, k, excluded, allowed)
         users = self.user_vectors(histories).numpy()
-        ids, cos = index.search(users, k, exclude=excluded)
+        # Filters go into the search (selector or exact scoring of the allowed items), so an IVF probe that holds
+        # few allowed items cannot leave a filtered answer short.
+        ids, cos = index.search(users, k, exclude=excluded, allow=allowed)
         return ids, cos / float(self.model.temperature)
 
     def similar_items(self, item_indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,7 +168,8 @@ class NeuralEngine(Engine):
                 torch.cat([self.inputs.numeric, num]),
             )
             self.index.add(vectors.numpy())
-            self.item_matrix = torch.cat([self.item_matrix, vectors])
+            # The index keeps the grown matrix for exact scoring of filtered rows; sharing it saves a second copy.
+            self.item_matrix = self.index.vectors
             return list(range(first, first + n_new))
 
     # ---- persistence -------------------------------------------------------------------------------------------
