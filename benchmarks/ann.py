@@ -9,8 +9,8 @@ the index) against the unfiltered request of the same run: a category is the ite
 and 20 % of the items by default), each query excludes a 20-item history, and recall@10 is against exact scoring of
 the same filter. Rows marked "forced" override the index's route choice (``filtered_route``) to show the other one.
 
-A section of the output file that starts with ``NOTE_HEADING`` is hand-written: it is kept as it is when the file is
-regenerated (edit it by hand to match new figures).
+A section of the output file that starts with ``provenance.NOTES_HEADING`` is hand-written: it is kept as it is when the
+file is regenerated (edit it by hand to match new figures).
 
     .venv/bin/python benchmarks/ann.py                    # writes benchmarks/results/ann.md
     .venv/bin/python benchmarks/ann.py --items 100000 --output -
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import sys
 import time
@@ -33,9 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from provenance import provenance_lines, write_report
 from recengine.engines.index import ExactIndex, FaissIndex, VectorIndex, recall_at_k
-
-NOTE_HEADING = "## Hand-written note (not produced by benchmarks/ann.py)"
 
 
 def synthetic_vectors(n: int, d: int, n_clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -308,10 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# ANN benchmark: faiss indexes vs exact search",
         "",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores ({platform.processor() or 'unknown cpu'}), "
-        f"{threads} torch threads; cores shared with other jobs, so timings are noisy",
-        f"- command: `{cmd.strip()}`",
+        *provenance_lines(cmd, threads=threads),
         f"- data: {args.items:,} synthetic items × {args.dim} dims (L2-normalised, 2,000 clusters), "
         f"{args.queries} queries of each kind, k = {args.k}: near-item queries (an item plus small noise) and "
         "mixed queries (mean of three random items plus noise, like a user with several interests)",
@@ -347,17 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['p99_ms']:.2f} | {r['batch_qps']:.0f} | {r[f'recall@{args.k}']:.3f} | {r['full']:.3f} |"
             )
     text = "\n".join(lines) + "\n"
-    if args.output != "-" and Path(args.output).is_file():
-        # The hand-written note is not this script's to write: carry it over as it stands.
-        old = Path(args.output).read_text()
-        if NOTE_HEADING in old:
-            text += "\n" + old[old.index(NOTE_HEADING) :]
-    if args.output == "-":
-        print(text)
-    else:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text)
-        print(text)
+    print(write_report(Path(args.output), text) if args.output != "-" else text)
     return 0
 
 
