@@ -27,6 +27,8 @@ def category_led(ds: Dataset, **kwargs: object) -> NeuralEngine:
         n_numeric=len(vocab.numeric),
         d_model=16,
         max_len=20,
+        temperature=0.05,
+        dropout=0.1,  # untrained and served in eval mode: dropout never applies
     )
     torch.manual_seed(0)
     model = TwoTower(cfg)
