@@ -180,21 +180,24 @@ def test_multiprocess_mode_aggregates_across_workers(tmp_path: Path) -> None:
     assert 3000 <= samples[("recengine_model_age_seconds", (("engine", "ease"),))] < 3100
 
 
+@pytest.fixture
+def multiproc_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """prepare_multiprocess_dir exports PROMETHEUS_MULTIPROC_DIR: put the variable back as it was afterwards."""
+    monkeypatch.setenv(m.MULTIPROC_ENV, os.environ.get(m.MULTIPROC_ENV, ""))
+    if not os.environ[m.MULTIPROC_ENV]:
+        monkeypatch.delenv(m.MULTIPROC_ENV)
+
+
+@pytest.mark.usefixtures("multiproc_env")
 def test_prepare_multiprocess_dir_empties_a_stale_directory(tmp_path: Path) -> None:
     directory = tmp_path / "prom"
     directory.mkdir()
     (directory / "counter_123.db").write_bytes(b"stale")
-    saved = os.environ.get(m.MULTIPROC_ENV)
-    try:
-        m.prepare_multiprocess_dir(directory)
-    finally:
-        if saved is None:
-            os.environ.pop(m.MULTIPROC_ENV, None)
-        else:
-            os.environ[m.MULTIPROC_ENV] = saved
+    m.prepare_multiprocess_dir(directory)
     assert list(directory.iterdir()) == []
 
 
+@pytest.mark.usefixtures("multiproc_env")
 def test_prepare_multiprocess_dir_removes_only_its_own_files(tmp_path: Path) -> None:
     # PROMETHEUS_MULTIPROC_DIR may name /tmp or a shared folder: everything that is not a metric file stays.
     directory = tmp_path / "shared"
@@ -203,14 +206,7 @@ def test_prepare_multiprocess_dir_removes_only_its_own_files(tmp_path: Path) -> 
     (directory / "report.db").write_text("keep")
     (directory / "gauge_livesum_77.db").write_bytes(b"stale")
     (directory / "histogram_77.db").write_bytes(b"stale")
-    saved = os.environ.get(m.MULTIPROC_ENV)
-    try:
-        m.prepare_multiprocess_dir(directory)
-    finally:
-        if saved is None:
-            os.environ.pop(m.MULTIPROC_ENV, None)
-        else:
-            os.environ[m.MULTIPROC_ENV] = saved
+    m.prepare_multiprocess_dir(directory)
     assert sorted(p.name for p in directory.iterdir()) == ["project", "report.db"]
     assert (directory / "project" / "notes.txt").read_text() == "keep"
 
