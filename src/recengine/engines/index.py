@@ -81,7 +81,9 @@ EXACT_SUBSET_MAX = 4_000
 HNSW_MAX_EF = 2_048
 #: A filtered IVF search scans the nearest lists that hold allowed rows, ``nprobe`` of them and more until they hold
 #: as many allowed rows as this share of an unfiltered probe's rows: a sparse filter still sees enough candidates.
-PROBE_SHARE = 0.1
+#: At 0.1, a category of 6 % of a 2,869-item catalogue whose items (many with a second category) spread over 36 of
+#: 71 lists got recall@10 0.875; at 0.2 it gets 1.0 (tests/engines/neural/test_engine.py).
+PROBE_SHARE = 0.2
 #: Exclusion lists up to this long (a history, a few named items) are met by over-fetching, as an unfiltered request
 #: is; a longer one goes into a faiss selector instead of a fetch of that many extra rows.
 OVERFETCH_MAX = 256
