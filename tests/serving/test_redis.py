@@ -35,60 +35,62 @@ async def from_memory() -> str:
     return "from memory"
 
 
-async def test_a_failure_marks_redis_unhealthy_and_falls_back() -> None:
-    health = RedisHealth(retry_after_s=2.0, clock=Clock())
-    changes: list[bool] = []
-    health.on_change(changes.append)
-    backend = Backend()
-    assert await health.attempt(backend.get, from_memory) == "from redis"
-    assert not health.degraded and changes == []
-    backend.up = False
-    assert await health.attempt(backend.get, from_memory) == "from memory"
-    assert health.degraded and health.last_error == "ConnectionError: down"
-    assert changes == [False]
+class Policy:
+    """A RedisHealth on a hand-driven clock (retry after 2 s), the transitions it reported, and a backend."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.health = RedisHealth(retry_after_s=2.0, clock=self.clock)
+        self.changes: list[bool] = []
+        self.health.on_change(self.changes.append)
+        self.backend = Backend()
+
+    async def attempt(self) -> str:
+        return await self.health.attempt(self.backend.get, from_memory)
 
 
-async def test_while_unhealthy_redis_is_not_called_until_the_retry_interval_passed() -> None:
-    clock = Clock()
-    health = RedisHealth(retry_after_s=2.0, clock=clock)
-    backend = Backend()
-    backend.up = False
-    await health.attempt(backend.get, from_memory)
-    backend.up = True
-    clock.now = 1.9
-    assert await health.attempt(backend.get, from_memory) == "from memory"
-    assert backend.calls == 1  # the fallback answered at once, Redis was left alone
-    assert health.degraded
+@pytest.fixture
+def policy() -> Policy:
+    return Policy()
 
 
-async def test_the_first_success_after_the_interval_recovers() -> None:
-    clock = Clock()
-    health = RedisHealth(retry_after_s=2.0, clock=clock)
-    changes: list[bool] = []
-    health.on_change(changes.append)
-    backend = Backend()
-    backend.up = False
-    await health.attempt(backend.get, from_memory)
-    backend.up = True
-    clock.now = 2.0
-    assert await health.attempt(backend.get, from_memory) == "from redis"
-    assert not health.degraded and health.last_error is None
-    assert changes == [False, True]
+async def test_a_failure_marks_redis_unhealthy_and_falls_back(policy: Policy) -> None:
+    assert await policy.attempt() == "from redis"
+    assert not policy.health.degraded and policy.changes == []
+    policy.backend.up = False
+    assert await policy.attempt() == "from memory"
+    assert policy.health.degraded and policy.health.last_error == "ConnectionError: down"
+    assert policy.changes == [False]
 
 
-async def test_a_failure_while_already_down_extends_the_wait_without_a_second_transition() -> None:
-    clock = Clock()
-    health = RedisHealth(retry_after_s=2.0, clock=clock)
-    changes: list[bool] = []
-    health.on_change(changes.append)
-    backend = Backend()
-    backend.up = False
-    await health.attempt(backend.get, from_memory)
-    clock.now = 2.0
-    await health.attempt(backend.get, from_memory)  # the retry fails too
-    assert backend.calls == 2 and changes == [False]
-    clock.now = 3.9
-    assert not health.should_try()
+async def test_while_unhealthy_redis_is_not_called_until_the_retry_interval_passed(policy: Policy) -> None:
+    policy.backend.up = False
+    await policy.attempt()
+    policy.backend.up = True
+    policy.clock.now = 1.9
+    assert await policy.attempt() == "from memory"
+    assert policy.backend.calls == 1  # the fallback answered at once, Redis was left alone
+    assert policy.health.degraded
+
+
+async def test_the_first_success_after_the_interval_recovers(policy: Policy) -> None:
+    policy.backend.up = False
+    await policy.attempt()
+    policy.backend.up = True
+    policy.clock.now = 2.0
+    assert await policy.attempt() == "from redis"
+    assert not policy.health.degraded and policy.health.last_error is None
+    assert policy.changes == [False, True]
+
+
+async def test_a_failure_while_already_down_extends_the_wait_without_a_second_transition(policy: Policy) -> None:
+    policy.backend.up = False
+    await policy.attempt()
+    policy.clock.now = 2.0
+    await policy.attempt()  # the retry fails too
+    assert policy.backend.calls == 2 and policy.changes == [False]
+    policy.clock.now = 3.9
+    assert not policy.health.should_try()
 
 
 async def test_an_error_that_is_not_an_outage_propagates_and_changes_nothing() -> None:
