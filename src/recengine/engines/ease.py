@@ -20,16 +20,38 @@ from recengine.errors import CatalogueTooLarge, DataError
 from recengine.evaluation import evaluate
 from recengine.settings import EaseSettings
 
+#: Rows per block when the inverse's lower triangle is mirrored into its upper one (bounds the temporary copy).
+_MIRROR_BLOCK = 2048
 
-def ease_weights(gram: torch.Tensor, lam: float) -> torch.Tensor:
-    """Item–item weights from the Gram matrix XᵀX (float64, (N, N)); zero diagonal, float32 result."""
-    reg = gram.clone()
-    reg.diagonal().add_(lam)
-    # Cholesky: the regularised Gram matrix is symmetric positive definite, and this is ~2× faster than inv().
-    p = torch.cholesky_inverse(torch.linalg.cholesky(reg))
-    b = p / (-p.diagonal()).unsqueeze(0)
-    b.diagonal().zero_()
-    return b.float()
+
+def ease_weights(gram: np.ndarray, lam: float) -> torch.Tensor:
+    """Item–item weights from the Gram matrix XᵀX ((N, N) float32, left untouched); zero diagonal, float32.
+
+    One working copy of the matrix is all it takes: LAPACK factors it (Cholesky) and inverts it from the factor in
+    place, then the columns are scaled in place. Float32 is exact for the Gram's counts (< 2²⁴) and, with λ added to
+    the diagonal, the matrix is well conditioned enough for single precision (the float64 path it replaced gave the
+    same validation choice and test figures; see benchmarks/results/quality.md)."""
+    from scipy.linalg import lapack
+
+    a = np.array(gram, dtype=np.float32, order="C", copy=True)
+    a.flat[:: a.shape[0] + 1] += np.float32(lam)
+    # A C-ordered symmetric matrix is its own transpose: its .T is the Fortran-ordered view LAPACK works on in place.
+    _, info = lapack.spotrf(a.T, lower=True, overwrite_a=True, clean=False)
+    if info == 0:
+        _, info = lapack.spotri(a.T, lower=True, overwrite_c=True)
+    if info != 0:
+        raise DataError(f"EASE: the regularised Gram matrix is not positive definite (LAPACK info {info}); raise λ")
+    # spotri filled the Fortran view's lower triangle, i.e. this array's upper one: mirror it into the lower.
+    n = a.shape[0]
+    for start in range(0, n, _MIRROR_BLOCK):
+        stop = min(start + _MIRROR_BLOCK, n)
+        a[stop:, start:stop] = a[start:stop, stop:].T
+        block = a[start:stop, start:stop]
+        block[...] = np.triu(block) + np.triu(block, 1).T
+    diag = a.diagonal().copy()
+    a /= -diag[None, :]
+    a.flat[:: n + 1] = 0.0
+    return torch.from_numpy(a)
 
 
 class EASE(Engine):
@@ -50,7 +72,7 @@ class EASE(Engine):
         config = config or EaseSettings()
         n = dataset.n_items
         if n > config.max_items:
-            gib = 3 * (n + 1) ** 2 * 8 / 2**30
+            gib = 3 * (n + 1) ** 2 * 4 / 2**30  # the Gram matrix, one working copy, the best λ's weights
             raise CatalogueTooLarge(
                 f"EASE needs dense item×item matrices: {n} items would take about {gib:.1f} GiB; "
                 f"the limit is engines.ease.max_items = {config.max_items}. Use the transformer or neural engine."
@@ -58,7 +80,8 @@ class EASE(Engine):
         x = dataset.train_matrix(max_split=TRAIN)
         if x.nnz == 0:
             raise DataError("EASE: the training split is empty")
-        gram = torch.from_numpy((x.T @ x).toarray().astype(np.float64))
+        x = x.astype(np.float32)
+        gram = (x.T @ x).toarray()
         del x
         best: tuple[float, float, torch.Tensor] | None = None
         tried: dict[str, float] = {}
