@@ -15,6 +15,7 @@ scored strictly higher than it, with ties among equal scores broken uniformly at
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,23 @@ def rank_metrics(scores: torch.Tensor, targets: Sequence[np.ndarray], ks: Sequen
     return out
 
 
+@dataclass(frozen=True)
+class PerUser:
+    """Each scored user's figures, in the order ``evaluate`` scored them (the same for every scorer on one data
+    set and split, so two models' arrays pair up user by user)."""
+
+    users: np.ndarray
+    """(U,) user indices."""
+    history_length: np.ndarray
+    """(U,) items in the history the user was scored from."""
+    metrics: dict[str, np.ndarray]
+    """name (``hr@10``, ``ndcg@10``, …) → (U,) float64."""
+    recommended_k: int
+    """The cut-off of ``recommended``: the largest of ``ks`` not above 10 (or the smallest of them)."""
+    recommended: np.ndarray
+    """(n_items + 1,) how often each item appeared in a top-``recommended_k`` list (index 0 unused)."""
+
+
 def evaluate(
     scorer: Scorer,
     dataset: Dataset,
@@ -98,12 +116,14 @@ def evaluate(
     batch_size: int = 512,
     max_users: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    per_user: bool = False,
 ) -> dict[str, Any]:
     """Score every evaluation user of ``split`` with ``scorer`` and average the metrics.
 
     Returns flat keys (``hr@10``, ``ndcg@10``, …, ``coverage@10``, ``popularity@10``, ``n_users`` (users
     scored), ``n_users_without_history`` (users of the split with no earlier interaction, left out of every
     average), ``non_finite_users`` (users whose target score was NaN or +inf: misses), ``dataset_hash``).
+    With ``per_user`` it also holds ``"per_user"``: a :class:`PerUser` (not JSON; the reports read it).
     """
     users, histories, targets = dataset.eval_cases(split)
     # A user with nothing before the split (a temporal split's newcomer) has no history to rank from: the
@@ -118,6 +138,7 @@ def evaluate(
     if max_users is not None and len(users) > max_users:
         # A fixed, evenly spread subset keeps validation during training cheap and repeatable.
         pick = np.linspace(0, len(users) - 1, max_users).astype(np.int64)
+        users = users[pick]
         histories = [histories[i] for i in pick]
         targets = [targets[i] for i in pick]
     ks = sorted(set(int(k) for k in ks))
@@ -129,6 +150,10 @@ def evaluate(
     pop_sums = [0.0 for _ in ks]
     non_finite = 0  # users with a NaN or +inf target score: counted as misses, reported so training can refuse
     n = len(histories)
+    rec_k = max([k for k in ks if k <= 10] or [ks[0]])
+    rec_j = ks.index(rec_k)
+    recommended = np.zeros(dataset.n_items + 1, dtype=np.int64)
+    parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, n, batch_size):
         hb = histories[start : start + batch_size]
         tb = targets[start : start + batch_size]
@@ -144,11 +169,17 @@ def evaluate(
             non_finite += int(bool((torch.isnan(ts) | torch.isposinf(ts)).any()))
         for name, values in rank_metrics(scores, tb, ks).items():
             sums[name] = sums.get(name, 0.0) + float(values.sum())
+            if per_user:
+                parts.setdefault(name, []).append(values.double().numpy())
         top = torch.topk(scores, min(kmax, dataset.n_items), dim=1).indices
         for j, k in enumerate(ks):
             topk = top[:, :k]
             seen[j][topk.reshape(-1)] = True
             pop_sums[j] += float(counts[topk].mean(1).sum())
+            if per_user and j == rec_j:
+                # Only real recommendations: a slot whose score is -inf (fewer candidates than k) holds no item.
+                real = ~torch.isneginf(torch.gather(scores, 1, topk))
+                recommended += np.bincount(topk[real].numpy(), minlength=dataset.n_items + 1)
         if progress is not None:
             progress(min(start + batch_size, n), n)
     result: dict[str, Any] = {name: total / max(1, n) for name, total in sorted(sums.items())}
@@ -161,4 +192,15 @@ def evaluate(
     result["n_users_without_history"] = n_without_history
     result["split"] = split
     result["dataset_hash"] = dataset.content_hash
+    if per_user:
+        result["per_user"] = PerUser(
+            users=np.asarray(users, dtype=np.int64),
+            history_length=np.asarray([len(h) for h in histories], dtype=np.int64),
+            metrics={
+                name: np.concatenate(parts[name]) if parts.get(name) else np.zeros(0)
+                for name in sorted(f"{m}@{k}" for m in ("hr", "recall", "ndcg", "mrr") for k in ks)
+            },
+            recommended_k=rec_k,
+            recommended=recommended,
+        )
     return result
