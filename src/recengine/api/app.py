@@ -136,11 +136,13 @@ def create_app(
     )
     app.state.settings = settings
     problems.install(app)
-    from recengine.api.routes import admin, events, health, index, items, recommendations
+    from recengine.api.routes import admin, events, explore, health, index, items, recommendations
     from recengine.api.routes import engines as engines_routes
+    from recengine.console import install as install_console
 
-    for module in (index, recommendations, items, events, engines_routes, health, admin):
+    for module in (index, recommendations, items, events, engines_routes, explore, health, admin):
         app.include_router(module.router)
+    install_console(app)  # the web console at /ui, on the routes above
     app.add_middleware(GatewayMiddleware, max_body=serving.max_body_bytes, metrics=settings.observability.metrics)
     app.openapi = partial(_openapi, app, serving.max_k, serving.max_batch_events)  # type: ignore[method-assign]
     return app

@@ -213,7 +213,7 @@ class IndexResponse(BaseModel):
     service: Literal["recengine"]
     version: str
     links: dict[str, str] = Field(
-        description="Name → path: docs, openapi, recommendations, engines, health, ready, metrics."
+        description="Name → path: console, docs, openapi, recommendations, engines, health, ready, metrics."
     )
 
 

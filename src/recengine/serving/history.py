@@ -60,6 +60,10 @@ class SeedHistories:
     def __len__(self) -> int:
         return len(self._sequences)
 
+    def lengths(self) -> dict[str, int]:
+        """Every seeded user's id → history length, in the data set's user order (a new dict each call)."""
+        return {user: int(seq.size) for user, seq in self._sequences.items()}
+
     def get(self, user_id: str, max_len: int) -> list[str]:
         decoded = self._decoded.get(user_id)
         if decoded is None:
