@@ -305,6 +305,7 @@
   function enginesPage() {
     let engines = [];
     let admin = false;
+    let adminMessage = ["", false]; // kept across re-renders of the admin box
 
     async function loadState() {
       const body = await api("/engines");
@@ -406,13 +407,18 @@
       removeAdmin();
       if (!admin) return;
       const status = el("p", { role: "status", "aria-live": "polite", id: "admin-status" });
+      say(status, ...adminMessage);
+      const tell = (text, isError = false) => {
+        adminMessage = [text, isError];
+        say(status, text, isError);
+      };
       const reload = el("button", { type: "button", id: "admin-reload", onclick: async () => {
         try {
           const b = await api("/admin/reload", { method: "POST", body: {}, admin: true });
-          say(status, b.results.map((r) => `${r.engine}: ${r.status}`).join(", "));
+          tell(b.results.map((r) => `${r.engine}: ${r.status}`).join(", "));
           await refresh();
         } catch (err) {
-          say(status, err.message, true);
+          tell(err.message, true);
         }
       } }, "Reload models");
       const toggles = engines.map((e) => el("button", {
@@ -420,10 +426,10 @@
         onclick: async () => {
           try {
             await api("/admin/config", { method: "PATCH", body: { engines: { [e.name]: { enabled: !e.enabled } } }, admin: true });
-            say(status, `${e.name} ${e.enabled ? "disabled" : "enabled"}`);
+            tell(`${e.name} ${e.enabled ? "disabled" : "enabled"}`);
             await loadState();
           } catch (err) {
-            say(status, err.message, true);
+            tell(err.message, true);
           }
         },
       }, `${e.enabled ? "Disable" : "Enable"} ${e.name}`));
