@@ -198,3 +198,13 @@ def test_the_console_calls_only_documented_routes(client: TestClient) -> None:
         concrete = "/api/v1" + re.sub(r"\$\{[^}]+\}", "X", path)
         assert any(p.match(concrete) for p in patterns), f"console.js calls {path}, which the API does not document"
     assert "fetch(" not in source.replace("fetch(API + ", "")  # no request that bypasses the API prefix
+
+
+def test_stats_read_every_workers_files_in_multiprocess_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from recengine.observability import stats
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # no worker has written anything yet
+    snap = stats.collect()
+    assert snap.requests == {} and snap.cache == {} and snap.buckets == {}
+    summary = stats.summarise(snap, RateTracker())
+    assert summary["requests"]["total"] == 0 and summary["latency_ms"] == {"p50": None, "p95": None, "p99": None}

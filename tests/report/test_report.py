@@ -140,6 +140,13 @@ def test_evaluate_report_and_compare_from_the_command_line(
     html = out.read_text()
     assert svgs(section(html, "comparison"))
 
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = runner.invoke(
+        app, [*args, "--report", str(blocker / "sub" / "r.html")]
+    )  # a folder that cannot be made: one line, exit 2
+    assert result.exit_code == 2 and "cannot write the report" in result.output
+
     result = runner.invoke(app, ["compare", str(models["popularity"]), "--data", str(small_dataset.path)])
     assert result.exit_code == 2 and "at least two" in result.output
     result = runner.invoke(
