@@ -5,6 +5,7 @@
 (() => {
   const API = "/api/v1";
   const KEY = "recengine.adminKey"; // sessionStorage: forgotten when the tab closes
+  const WRITE_KEY = "recengine.writeKey";
   const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"];
 
   // ---- small helpers ----------------------------------------------------------------------------------------
@@ -16,10 +17,18 @@
     }
   }
 
-  async function api(path, { method = "GET", body, admin = false } = {}) {
+  // A write key typed into any .write-key field, else the one kept from an earlier accepted write.
+  function writeKey() {
+    const typed = [...document.querySelectorAll(".write-key")].map((n) => n.value.trim()).find(Boolean);
+    return typed || sessionStorage.getItem(WRITE_KEY);
+  }
+
+  async function api(path, { method = "GET", body, admin = false, write = false } = {}) {
     const headers = { Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (admin) headers["X-API-Key"] = adminKey() || "";
+    const wkey = write ? writeKey() : null;
+    if (wkey) headers["X-API-Key"] = wkey;
     const res = await fetch(API + path, {
       method,
       headers,
@@ -34,8 +43,10 @@
     }
     if (!res.ok) {
       const detail = (data && (data.detail || data.title)) || `HTTP ${res.status}`;
+      if (wkey && (res.status === 401 || res.status === 403)) sessionStorage.removeItem(WRITE_KEY);
       throw new ApiError(res.status, detail, data);
     }
+    if (wkey) sessionStorage.setItem(WRITE_KEY, wkey); // accepted: kept for this tab only
     return data;
   }
 
@@ -286,7 +297,9 @@
       const itemId = $("#event-item").value.trim();
       if (!state.user || !itemId) return;
       try {
-        const b = await api("/events", { method: "POST", body: { user_id: state.user, item_id: itemId, type: $("#event-type").value } });
+        const b = await api("/events", {
+          method: "POST", write: true, body: { user_id: state.user, item_id: itemId, type: $("#event-type").value },
+        });
         say(status, `${b.accepted ? "stored" : "already stored"}: ${$("#event-type").value} of ${itemId}`);
         await loadUser();
         const changes = await refreshRecs();
