@@ -72,7 +72,7 @@ async def list_users(
         [i for i, low in enumerate(directory.lowered) if needle in low] if needle else range(len(directory.ids))
     )
     total = len(matches)
-    picked = random.sample(list(matches), min(limit, total)) if random_order else list(matches[:limit])
+    picked = random.sample(matches, min(limit, total)) if random_order else list(matches[:limit])
     users = [{"user_id": directory.ids[i], "n_items": directory.lengths[i]} for i in picked]
     return _json({"users": users, "total": total})
 
