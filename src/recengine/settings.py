@@ -65,7 +65,7 @@ class EaseSettings(_Section):
     lambdas: list[float] = Field(default_factory=lambda: [30.0, 100.0, 300.0, 1000.0])
     """L2 strengths tried (half-decade steps; each costs one Cholesky); the best on validation NDCG@10 is kept."""
     max_items: int = Field(default=20_000, ge=10, le=200_000)
-    """Refuse catalogues larger than this: fitting holds three dense items² float32 matrices (Gram, working copy, best λ)."""
+    """Refuse catalogues larger than this: fitting holds three dense items² float32 matrices (Gram, copy, best λ)."""
 
     @field_validator("lambdas")
     @classmethod
