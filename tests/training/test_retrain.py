@@ -449,3 +449,21 @@ def test_bad_retrain_input_is_a_clear_error(
     assert done.exit_code == 2, done.output
     assert needle in " ".join(done.output.split())
     assert not (tmp_path / "art" / "datasets").exists()  # nothing merged, nothing written
+
+
+def test_the_kubernetes_cronjob_never_overlaps_and_names_real_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    path = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "retrain-cronjob.yaml"
+    job = yaml.safe_load(path.read_text())
+    assert job["kind"] == "CronJob" and job["spec"]["concurrencyPolicy"] == "Forbid"
+    assert job["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 0  # a refusal (exit 3) is not retried
+    (container,) = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:2] == ["recengine", "retrain"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RECENGINE_SERVING__ADMIN_API_KEY", "x" * 32)  # the prod profile's own requirement
+    settings = load_settings(None)  # every variable names a real setting, with a valid value
+    assert settings.training.promotion_tolerance == float(env["RECENGINE_TRAINING__PROMOTION_TOLERANCE"])
+    assert settings.serving.events_backend == "redis"
