@@ -47,6 +47,7 @@ def settings_for(tmp: Path, base: Dataset, **training: Any) -> Settings:
         engines={
             "ease": {"lambdas": [50.0]},
             "transformer": {"max_len": 20, "d_model": 16, "n_layers": 1, "n_heads": 2},
+            "neural": {"d_model": 16, "max_len": 20},
         },
         observability={"log_level": "ERROR"},
     )
@@ -204,9 +205,12 @@ def test_a_promotion_moves_current_and_the_refit_counts_every_users_last_items(
     assert config["dataset_hash"] == merged.content_hash and config["version"] == outcome.path.name
 
 
-def test_a_transformer_is_refit_for_the_selected_number_of_epochs(small_dataset: Dataset, tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["transformer", "neural"])
+def test_a_trained_engine_is_refit_for_the_selected_number_of_epochs(
+    engine: str, small_dataset: Dataset, tmp_path: Path
+) -> None:
     settings = settings_for(tmp_path, small_dataset, epochs=2)
-    report = retrain(["transformer"], settings)
+    report = retrain([engine], settings)
     (outcome,) = report.outcomes
     assert outcome.promoted and outcome.champion is None  # nothing served yet: nothing to beat
     assert outcome.path is not None
@@ -266,6 +270,11 @@ def test_a_catalogue_adds_items_whose_events_then_train(small_dataset: Dataset, 
     assert int((ds.item == new).sum()) == 10
     assert Popularity.load(report.outcomes[0].path).counts[new] == 10  # type: ignore[arg-type]
     assert Dataset.load(tmp_path / "art" / "datasets").content_hash == ds.content_hash  # CURRENT names it
+    # A server whose data.dir is the versions folder seeds histories from the newest version, events included.
+    from recengine.serving.stores import seed_histories
+
+    seeded = seed_histories(tmp_path / "art" / "datasets")
+    assert len(seeded) == ds.n_users and seeded.get(users[0], 1000)[-1] == "brand-new"
 
 
 # ---- both backends: watermark and retention ------------------------------------------------------------------------
