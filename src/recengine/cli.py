@@ -347,6 +347,8 @@ def retrain(
     if catalogue is not None and not catalogue.exists():
         raise fail(f"--catalogue: {catalogue} not found")
     spec = events if events is not None else _default_event_log(settings)
+    if spec is None:
+        console.print(f"no event log at {settings.serving.events_db_path}: retraining on the data set alone")
 
     def once() -> int:
         report = retrain_run(names, settings, events=spec, catalogue=catalogue, data=data)
