@@ -476,3 +476,54 @@ def test_the_kubernetes_cronjob_never_overlaps_and_names_real_settings(monkeypat
     settings = load_settings(None)  # every variable names a real setting, with a valid value
     assert settings.training.promotion_tolerance == float(env["RECENGINE_TRAINING__PROMOTION_TOLERANCE"])
     assert settings.serving.events_backend == "redis"
+
+
+def test_the_loop_end_to_end_through_a_live_app(small_dataset: Dataset, tmp_path: Path) -> None:
+    """Events POSTed to the service are merged; a worse challenger is refused and the champion keeps answering; a
+    promoted one is loaded by the service."""
+    from fastapi.testclient import TestClient
+
+    from recengine.api.app import create_app
+
+    key = "k" * 32
+    settings = load_settings(
+        None,
+        serving={
+            "artifacts_dir": str(tmp_path / "art"),
+            "events_db": str(tmp_path / "events.sqlite3"),
+            "admin_api_key": key,
+            "reload_poll_s": 0,
+        },
+        data={"dir": str(small_dataset.path)},
+        training={"valid_users": None, "accelerator": "cpu", "devices": 1},
+        engines={"ease": {"lambdas": [50.0]}},
+        observability={"log_level": "ERROR"},
+    )
+    served = champion(settings, "ease", small_dataset)
+    auth = {"X-API-Key": key}
+    newest = int(small_dataset.timestamp.max())
+    users = small_dataset.users.ids[1:41]
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        events = [
+            {"user_id": u, "item_id": small_dataset.items.ids.ids[7], "timestamp": newest + i, "event_id": f"x{i}"}
+            for i, u in enumerate(users)
+        ]
+        assert c.post("/api/v1/events", json=events).status_code in (200, 201, 202)
+
+        def served_version() -> str:
+            r = c.get("/api/v1/recommendations", params={"user_id": users[0], "k": 5, "engine": "ease"})
+            assert r.status_code == 200, r.text
+            return str(r.json()["model_version"])
+
+        refused = retrain(["ease"], settings, events=str(tmp_path / "events.sqlite3"), fit_fn=shuffled_fit)
+        assert refused.merged is not None and refused.merged["n_added"] == 40
+        assert not refused.outcomes[0].promoted
+        c.post("/api/v1/admin/reload", headers=auth)
+        assert served_version() == served.name  # the champion keeps serving
+
+        settings.training.promotion_tolerance = 1.0
+        promoted = retrain(["ease"], settings, events=str(tmp_path / "events.sqlite3")).outcomes[0]
+        assert promoted.promoted and promoted.version is not None
+        r = c.post("/api/v1/admin/reload", headers=auth, json={"engines": ["ease"]})
+        assert r.status_code == 200 and r.json()["results"][0]["status"] == "loaded"
+        assert served_version() == promoted.version
