@@ -416,6 +416,13 @@ def test_a_redis_lock_keeps_two_schedulers_apart_and_expires(
 
 
 # ---- scheduling and the command line ------------------------------------------------------------------------------
+def test_a_distributed_setting_is_refused_before_anything_is_merged(small_dataset: Dataset, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, small_dataset, strategy="ddp")
+    with pytest.raises(ConfigError, match="retrain runs in one process"):
+        retrain(["popularity"], settings)
+    assert not (tmp_path / "art").exists()
+
+
 def test_every_parses_durations_and_refuses_nonsense() -> None:
     assert parse_every("6h") == 21_600 and parse_every("30m") == 1800 and parse_every("1d") == 86_400
     assert parse_every("90s") == 90 and parse_every("1.5h") == 5400
@@ -527,3 +534,14 @@ def test_the_loop_end_to_end_through_a_live_app(small_dataset: Dataset, tmp_path
         r = c.post("/api/v1/admin/reload", headers=auth, json={"engines": ["ease"]})
         assert r.status_code == 200 and r.json()["results"][0]["status"] == "loaded"
         assert served_version() == promoted.version
+
+
+def test_the_compose_retrainer_is_opt_in_and_runs_a_valid_schedule() -> None:
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "docker-compose.yml").read_text())
+    retrainer = compose["services"]["retrainer"]
+    assert retrainer["profiles"] == ["retrain"]  # not part of a plain `up`
+    command = retrainer["command"]
+    assert command[:2] == ["retrain", "--all"] and parse_every(command[command.index("--every") + 1]) == 6 * 3600
+    assert retrainer["environment"]["RECENGINE_SERVING__EVENTS_BACKEND"] == "redis"  # the Redis lock applies

@@ -416,6 +416,12 @@ def retrain(
     """One retraining run for ``engines`` (see the module docstring); the report says what was promoted."""
     if not engines:
         raise ConfigError("retrain: no engine to retrain (pass --engine NAME or --all)")
+    training = settings.training
+    if "ddp" in training.strategy or training.num_nodes > 1:
+        raise ConfigError(
+            "retrain runs in one process (it holds the locks and moves CURRENT itself): set training.strategy = "
+            "'auto' and training.num_nodes = 1, or train distributed with `recengine train` (docs/training.md)"
+        )
     if catalogue is not None and not Path(catalogue).exists():
         raise DataError(f"--catalogue: {catalogue} not found")
     artifacts = Path(settings.serving.artifacts_dir)
