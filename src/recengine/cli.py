@@ -411,6 +411,11 @@ def evaluate_cmd(
             console.print(
                 f"[yellow]warning:[/] model was trained on data set {trained_on}, evaluating on {dataset.content_hash}"
             )
+        elif engine.config.get("refit"):
+            console.print(
+                "[yellow]warning:[/] this model was refit on every interaction of this data set, its valid and test "
+                "splits included: these figures are not held out (its metrics.json has the held-out ones)"
+            )
         if len(engine.item_ids) != dataset.n_items or engine.item_ids.ids != dataset.items.ids.ids:
             raise fail(f"{model}: the model's item vocabulary does not match the data set at {dataset.path}")
         with progress_bar() as bar:

@@ -545,3 +545,23 @@ def test_the_compose_retrainer_is_opt_in_and_runs_a_valid_schedule() -> None:
     command = retrainer["command"]
     assert command[:2] == ["retrain", "--all"] and parse_every(command[command.index("--every") + 1]) == 6 * 3600
     assert retrainer["environment"]["RECENGINE_SERVING__EVENTS_BACKEND"] == "redis"  # the Redis lock applies
+
+
+def test_evaluating_a_refit_model_on_its_own_data_set_warns_that_nothing_is_held_out(
+    small_dataset: Dataset, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, small_dataset)
+    write_events(
+        tmp_path / "ev.sqlite3",
+        later_events(small_dataset, small_dataset.users.ids[1:6], small_dataset.items.ids.ids[1]),
+    )
+    outcome = retrain(["popularity"], settings, events=str(tmp_path / "ev.sqlite3")).outcomes[0]
+    assert outcome.path is not None
+    args = ["evaluate", "--model", str(outcome.path), "--data", str(tmp_path / "art" / "datasets")]
+    done = CliRunner().invoke(app, args, env=QUIET)
+    assert done.exit_code == 0, done.output
+    assert "not held out" in " ".join(done.output.split())
+    # On another data set (the base, without the events) it says so instead.
+    other = CliRunner().invoke(app, ["evaluate", "--model", str(outcome.path), "--data", str(small_dataset.path)])
+    assert other.exit_code == 0 and "not held out" not in " ".join(other.output.split())
+    assert "model was trained on data set" in " ".join(other.output.split())
