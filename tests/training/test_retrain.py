@@ -565,3 +565,29 @@ def test_evaluating_a_refit_model_on_its_own_data_set_warns_that_nothing_is_held
     other = CliRunner().invoke(app, ["evaluate", "--model", str(outcome.path), "--data", str(small_dataset.path)])
     assert other.exit_code == 0 and "not held out" not in " ".join(other.output.split())
     assert "model was trained on data set" in " ".join(other.output.split())
+
+
+def test_every_loops_the_command_and_a_refusal_does_not_end_it(
+    small_dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recengine.training.retrain as retrain_module
+
+    settings = settings_for(tmp_path, small_dataset)
+    served = champion(settings, "ease", small_dataset)
+    monkeypatch.setattr(run, "fit", _shuffled_through(run.fit))  # every round's challenger is refused
+    slept: list[float] = []
+
+    def two_rounds(interval_s: float, once: Callable[[], Any], **_: Any) -> None:
+        run_every(interval_s, once, sleep=slept.append, rounds=2)
+
+    monkeypatch.setattr(retrain_module, "run_every", two_rounds)
+    env = {
+        **QUIET,
+        "RECENGINE_SERVING__ARTIFACTS_DIR": str(tmp_path / "art"),
+        "RECENGINE_ENGINES__EASE__LAMBDAS": "[50]",
+    }
+    done = CliRunner().invoke(app, ["retrain", "--all", "--every", "2h", "--data", str(small_dataset.path)], env=env)
+    assert done.exit_code == 0, done.output
+    assert " ".join(done.output.split()).count("challenger refused") == 2
+    assert len(slept) == 1 and 7000 < slept[0] <= 7200
+    assert current_dir(tmp_path / "art", "ease") == served
