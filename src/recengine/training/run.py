@@ -35,10 +35,11 @@ import importlib
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
 from pydantic import BaseModel
 
 from recengine.data.dataset import Dataset
@@ -171,12 +172,8 @@ def refit(
     metrics are ``selected``'s (the held-out figures; the refit has none of its own) plus a ``refit`` record;
     nothing is written here.
     """
-    from dataclasses import replace as dc_replace
-
-    import numpy as np
-
     cls = engine_class(engine)
-    everything = dc_replace(dataset, split=np.zeros_like(dataset.split), manifest={**dataset.manifest}, path=None)
+    everything = replace(dataset, split=np.zeros_like(dataset.split), manifest={**dataset.manifest}, path=None)
     everything.manifest["content_hash"] = None
     hyper = dict(selected.config.get("hyper_parameters") or {})
     pins: dict[str, Any] = {}
