@@ -146,7 +146,7 @@ def part_epoch(workdir: Path, label: str, engine: str, full_softmax_items: int) 
             "peak_rss_gb": rss_gb(),
             "rate": targets / (per_epoch if engine != "ease" else seconds),
             "rate_unit": "training interactions/s",
-            "note": f"loss={getattr(section, 'loss', '')}".rstrip("="),
+            "note": f"loss={section.loss}" if engine == "transformer" else "",
         }
     ]
     users = 2000
