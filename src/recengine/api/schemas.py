@@ -325,7 +325,9 @@ class ItemBatchEntry(ItemIn):
 
 class ItemsBatchIn(_Body):
     items: list[ItemBatchEntry] = Field(
-        min_length=1, max_length=100_000, description="At most catalogue.max_batch_items; each id once."
+        min_length=1,
+        max_length=100_000,
+        description="At most catalogue.max_batch_items; a later entry for an id replaces an earlier one.",
     )
 
 

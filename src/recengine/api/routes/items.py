@@ -49,6 +49,15 @@ def _catalogue(gateway: Gateway) -> CatalogueView:
     return view
 
 
+async def _written(gateway: Gateway, view: CatalogueView) -> None:
+    """After a write: this process catches up at once (the others on their next request), and the gauge moves."""
+    await view.sync(force=True)
+    if gateway.settings.observability.metrics:
+        from recengine.observability import metrics
+
+        metrics.set_catalogue_size(*view.sizes())
+
+
 def _out(item: CatalogueItem, source: str) -> dict[str, Any]:
     return {**item.to_json(), "source": source}
 
@@ -112,23 +121,10 @@ async def put_items(gateway: GatewayDep, body: ItemsBatchIn) -> Response:
         raise RequestValidationError(
             [{"loc": ("body", "items"), "msg": f"{len(body.items)} items; at most {limit} (catalogue.max_batch_items)"}]
         )
-    first: dict[str, int] = {}
-    errors = []
-    for i, entry in enumerate(body.items):
-        if entry.item_id in first:
-            errors.append(
-                {
-                    "loc": ("body", "items", i, "item_id"),
-                    "msg": f"also at items[{first[entry.item_id]}]; give each once",
-                }
-            )
-        first.setdefault(entry.item_id, i)
-    if errors:
-        raise RequestValidationError(errors)
     now = time.time()
     records = [_record(e.item_id, e, ("body", "items", i), view, now) for i, e in enumerate(body.items)]
     result = await view.store.put(records)
-    await view.sync(force=True)
+    await _written(gateway, view)
     created = sum(result.created)
     out = {
         "version": result.version,
@@ -143,7 +139,7 @@ async def put_items(gateway: GatewayDep, body: ItemsBatchIn) -> Response:
     "/items/{item_id}",
     response_model=CatalogueItemOut,
     summary="One item as the catalogue has it",
-    responses={404: {"description": "Neither the catalogue nor a served model knows this item."}},
+    responses={404: {"description": "Neither the catalogue nor a served model knows this item, or it was retired."}},
 )
 async def get_item(gateway: GatewayDep, item_id: ItemPath) -> Response:
     view = _catalogue(gateway)
@@ -151,7 +147,18 @@ async def get_item(gateway: GatewayDep, item_id: ItemPath) -> Response:
     found = view.lookup(item_id)
     if found is None:
         raise NotFound(f"item {item_id!r} is neither in the catalogue nor in any served model")
+    _refuse_retired(found[0])
     return Response(orjson.dumps(_out(*found)), media_type="application/json")
+
+
+def _refuse_retired(item: CatalogueItem) -> None:
+    # DELETE is a soft delete: the record stays (search ?available=false lists it, a PUT brings it back), but the
+    # item is gone from the API's point of view, as from every answer.
+    if not item.available:
+        raise NotFound(
+            f"item {item.item_id!r} was retired (DELETE); GET /api/v1/items?available=false lists retired items and "
+            "a PUT with available true brings it back"
+        )
 
 
 @router.put(
@@ -170,7 +177,7 @@ async def put_item(gateway: GatewayDep, item_id: ItemPath, body: ItemIn) -> Resp
     view = _catalogue(gateway)
     record = _record(item_id, body, ("body",), view, time.time())
     result = await view.store.put([record])
-    await view.sync(force=True)
+    await _written(gateway, view)
     stored = record.with_version(result.version)
     status = 201 if result.created[0] else 200
     return Response(orjson.dumps(_out(stored, "catalogue")), status_code=status, media_type="application/json")
@@ -203,7 +210,7 @@ async def delete_item(gateway: GatewayDep, item_id: ItemPath) -> Response:
     record = await view.store.mark_unavailable(item_id, fallback)
     if record is None:
         raise NotFound(f"item {item_id!r} is neither in the catalogue nor in any served model")
-    await view.sync(force=True)
+    await _written(gateway, view)
     return Response(orjson.dumps(_out(record, "catalogue")), media_type="application/json")
 
 
@@ -211,7 +218,7 @@ async def delete_item(gateway: GatewayDep, item_id: ItemPath) -> Response:
     "/items/{item_id}/similar",
     response_model=SimilarItemsResponse,
     summary="Items similar to one item",
-    responses={404: {"description": "No loaded model knows this item."}},
+    responses={404: {"description": "No loaded model knows this item, or it was retired."}},
 )
 async def similar_items(
     request: Request,
@@ -222,6 +229,11 @@ async def similar_items(
     ] = None,
     engine: Annotated[EngineName | None, Query()] = None,
 ) -> Response:
+    view = _catalogue(gateway)
+    await view.sync()
+    record = view.records.get(item_id)
+    if record is not None:
+        _refuse_retired(record)
     max_k = gateway.settings.serving.max_k
     k = k or gateway.settings.serving.default_k
     if k > max_k:
