@@ -159,6 +159,13 @@ def test_a_new_item_is_placed_by_the_neural_engine_at_once_on_every_replica(make
         for client in (a, b):
             assert recommended(client, ds, "neural", include_categories=["fresh"])[0] == []
             assert "new-1" in recommended(client, ds, "neural", include_categories=[category])[0]
+        # Retired, the new item leaves the neural answers and the similar lists too.
+        assert a.delete("/api/v1/items/new-1").status_code == 200
+        assert "new-1" not in recommended(b, ds, "neural")[0]
+        assert "new-1" not in similar(b, ds.items.ids.ids[1], "neural", everything(ds))
+        assert_problem(b.get("/api/v1/items/new-1/similar"), 404, "retired")
+        engines = {e["name"]: e for e in b.get("/api/v1/engines").json()["engines"]}
+        assert engines["popularity"]["unscored_items"] == 0  # a retired item is nothing to score
 
 
 def test_a_retired_item_is_never_recommended_again_not_even_from_a_cached_answer(
