@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import polars as pl
 
-from recengine.catalogue.records import CatalogueItem
+from recengine.catalogue.records import CatalogueItem, shortest_float
 from recengine.catalogue.redis_store import CHANGES_LUA, DEFAULT_PREFIX, catalogue_keys, decode_changes
 from recengine.catalogue.sqlite_store import sqlite_changes, sqlite_connect
 from recengine.catalogue.store import Changes
@@ -88,7 +88,7 @@ def export_catalogue(source: str | Path, base: Dataset | ItemCatalog | None = No
                     item_id=item_id,
                     title=title or None,
                     categories=tuple(cats[index]) if cats is not None else (),
-                    attributes={name: float(col[index]) for name, col in catalog.numeric.items()},
+                    attributes={name: shortest_float(col[index]) for name, col in catalog.numeric.items()},
                 )
             rows.append(record)
     rows += sorted(records.values(), key=lambda r: (r.version, r.item_id))

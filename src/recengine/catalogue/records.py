@@ -73,3 +73,8 @@ def decode_body(item_id: str, raw: bytes | str, available: bool, version: int) -
         updated_at=float(data.get("u") or 0.0),
         version=int(version),
     )
+
+
+def shortest_float(value: object) -> float:
+    """A float32 value from a model's catalogue as the number it was written as (47.31, not 47.310001373291016)."""
+    return float(str(value))

@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 
 from recengine.catalogue.overlay import ModelOverlay, frozen
-from recengine.catalogue.records import CatalogueItem
+from recengine.catalogue.records import CatalogueItem, shortest_float
 from recengine.catalogue.store import CatalogueStore, Changes
 from recengine.engines.base import Engine
 from recengine.engines.neural.engine import NeuralEngine
@@ -261,7 +261,7 @@ def model_item(engine: Engine, index: int) -> CatalogueItem:
     title = items.titles[index] if items.titles is not None and index < len(items.titles) else None
     cats = items.categories[index] if items.categories is not None and index < len(items.categories) else []
     attributes: dict[str, str | int | float | bool | None] = {
-        name: float(col[index]) for name, col in items.numeric.items() if index < len(col)
+        name: shortest_float(col[index]) for name, col in items.numeric.items() if index < len(col)
     }
     return CatalogueItem(
         item_id=items.ids.ids[index], title=title or None, categories=tuple(cats), attributes=attributes
