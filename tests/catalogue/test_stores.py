@@ -3,12 +3,15 @@ restart — and the export the retrain step reads."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from recengine.catalogue.export import export_catalogue
 from recengine.catalogue.records import CatalogueItem
 from recengine.catalogue.store import CatalogueStore
 from recengine.data.dataset import Dataset
+from recengine.errors import ConfigError
 from tests.catalogue.conftest import OpenStore
 
 pytestmark = pytest.mark.anyio
@@ -136,3 +139,19 @@ async def test_export_is_the_items_table_of_the_next_data_set(
     # Without a base: the records alone.
     alone = export_catalogue(open_store[1])
     assert sorted(alone.items["item"].to_list()) == sorted(["new-1", known, retired])
+
+
+async def test_the_settings_name_the_catalogue_the_export_reads(tmp_path: Path) -> None:
+    from recengine.catalogue import open_store, source_of
+    from recengine.settings import load_settings
+
+    settings = load_settings(None, serving={"artifacts_dir": str(tmp_path / "art")})
+    assert source_of(settings) == str(tmp_path / "art" / "catalogue.sqlite3")
+    store = open_store(settings)
+    await store.put([item("a", attributes={"price": 2.0})])
+    await store.close()
+    assert export_catalogue(source_of(settings)).items["item"].to_list() == ["a"]
+    redis = load_settings(None, cache={"redis_url": "redis://r:6379/1"}, catalogue={"redis_prefix": "p"})
+    assert source_of(redis) == "redis://r:6379/1?prefix=p"
+    with pytest.raises(ConfigError, match=r"needs cache\.redis_url"):
+        open_store(load_settings(None, catalogue={"backend": "redis"}))

@@ -8,7 +8,8 @@
     overlay.py       what the catalogue changes about one model (unavailable items, moved categories)
     export.py        the catalogue as the items table of the next training data set (no serving imports)
 
-``open_catalogue(settings)`` builds the store and view the settings ask for (the app's lifespan calls it).
+``open_catalogue(settings)`` builds the store and view the settings ask for (the app's lifespan calls it);
+``source_of(settings)`` says where that catalogue is, as ``export.export_catalogue`` takes it.
 """
 
 from __future__ import annotations
@@ -23,13 +24,29 @@ if TYPE_CHECKING:
     from recengine.settings import Settings
 
 
+def backend_of(settings: Settings) -> str:
+    """``sqlite`` or ``redis``: ``catalogue.backend`` with "auto" decided (Redis when ``cache.redis_url`` is set)."""
+    backend = settings.catalogue.backend
+    if backend == "auto":
+        return "redis" if settings.cache.redis_url else "sqlite"
+    return backend
+
+
+def source_of(settings: Settings) -> str:
+    """Where the settings keep the catalogue, as ``export_catalogue`` takes it: the SQLite file, or the Redis URL
+    with ``?prefix=`` (the default of a retrain's ``--catalogue``)."""
+    if backend_of(settings) == "redis":
+        url = settings.cache.redis_url
+        if not url:
+            raise ConfigError("catalogue.backend = 'redis' needs cache.redis_url")
+        return f"{url}{'&' if '?' in url else '?'}prefix={settings.catalogue.redis_prefix}"
+    return str(settings.catalogue.db_path(settings.serving.artifacts_dir))
+
+
 def open_store(settings: Settings) -> CatalogueStore:
     """The store ``settings.catalogue`` asks for; nothing is read yet (a Redis store does not connect)."""
     section, url = settings.catalogue, settings.cache.redis_url
-    backend = section.backend
-    if backend == "auto":
-        backend = "redis" if url else "sqlite"
-    if backend == "redis":
+    if backend_of(settings) == "redis":
         if not url:
             raise ConfigError("catalogue.backend = 'redis' needs cache.redis_url")
         from recengine.catalogue.redis_store import RedisCatalogueStore
