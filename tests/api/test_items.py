@@ -57,7 +57,11 @@ def make(request: pytest.FixtureRequest, artifacts: Path, small_dataset: Dataset
         url = request.getfixturevalue("redis_url")
         import redis
 
-        redis.Redis.from_url(url).flushdb()  # this suite's own database: no cached answer from another test
+        # No answer cached by an earlier test: its catalogue versions were another catalogue's (the cache only).
+        client = redis.Redis.from_url(url)
+        for key in client.scan_iter(match="recengine:rec:*", count=1000):
+            client.delete(key)
+        client.close()
         sections["cache"] = {"redis_url": url}
         sections["catalogue"] = {"backend": "redis", "redis_prefix": f"test:catalogue:{uuid.uuid4().hex}"}
 
