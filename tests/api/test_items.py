@@ -55,14 +55,9 @@ def make(request: pytest.FixtureRequest, artifacts: Path, small_dataset: Dataset
         sections["catalogue"] = {"db": str(tmp_path / "catalogue.sqlite3")}
     else:
         url = request.getfixturevalue("redis_url")
-        import redis
-
-        # No answer cached by an earlier test: its catalogue versions were another catalogue's (the cache only).
-        client = redis.Redis.from_url(url)
-        for key in client.scan_iter(match="recengine:rec:*", count=1000):
-            client.delete(key)
-        client.close()
         sections["cache"] = {"redis_url": url}
+        # A new catalogue per test, in a Redis whose cache holds earlier tests' answers: the catalogue's epoch in
+        # the cache key keeps them apart.
         sections["catalogue"] = {"backend": "redis", "redis_prefix": f"test:catalogue:{uuid.uuid4().hex}"}
 
     def build(artifacts_dir: Path = artifacts, **serving: Any) -> Settings:

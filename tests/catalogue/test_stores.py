@@ -22,7 +22,7 @@ def item(item_id: str, **fields: object) -> CatalogueItem:
 
 
 async def test_an_empty_catalogue(store: CatalogueStore) -> None:
-    assert await store.version() == 0
+    assert (await store.version()).number == 0
     assert await store.get("nope") is None
     changes = await store.changes(0)
     assert changes.version == 0 and changes.items == []
@@ -41,7 +41,7 @@ async def test_put_stores_the_whole_record_and_replaces_it(store: CatalogueStore
     assert result.version == 1 and result.created == [True]
     got = await store.get("sku-1")
     assert got == first.with_version(1)  # every field as written, floats to the last bit
-    assert await store.version() == 1
+    assert (await store.version()).number == 1
     # PUT replaces: the fields left out are gone, not merged.
     result = await store.put([item("sku-1", title="Blue mug")])
     assert result.version == 2 and result.created == [False]
@@ -69,9 +69,9 @@ async def test_mark_unavailable(store: CatalogueStore) -> None:
     assert await store.get("a") == gone
     # Already unavailable: nothing changes, no new version (replicas need not re-apply anything).
     again = await store.mark_unavailable("a")
-    assert again == gone and await store.version() == 2
+    assert again == gone and (await store.version()).number == 2
     # Unknown, without a fallback: nothing stored.
-    assert await store.mark_unavailable("ghost") is None and await store.version() == 2
+    assert await store.mark_unavailable("ghost") is None and (await store.version()).number == 2
     # Unknown, with its training metadata as the fallback: stored unavailable.
     base = item("trained", title="T", categories=("y",), attributes={"price": 3.5})
     stored = await store.mark_unavailable("trained", base)
@@ -88,16 +88,19 @@ async def test_replicas_share_one_catalogue_and_it_survives_a_restart(
 ) -> None:
     other = await open_store[0]()  # another replica on the same file / Redis
     await store.put([item("a", title="from the first")])
-    assert await other.version() == 1
+    assert (await other.version()).number == 1
     assert (await other.changes(0)).items[0].title == "from the first"
     await other.mark_unavailable("a")
-    assert await store.version() == 2
+    assert (await store.version()).number == 2
     got = await store.get("a")
     assert got is not None and not got.available
+    epoch = (await store.version()).epoch
+    assert epoch and (await other.version()).epoch == epoch  # one catalogue
     await store.close()
     await other.close()
     restarted = await open_store[0]()
-    assert await restarted.version() == 2
+    assert (await restarted.version()).epoch == epoch  # the same catalogue after a restart
+    assert (await restarted.version()).number == 2
     got = await restarted.get("a")
     assert got is not None and got.title == "from the first" and not got.available
 
@@ -155,3 +158,26 @@ async def test_the_settings_name_the_catalogue_the_export_reads(tmp_path: Path) 
     assert source_of(redis) == "redis://r:6379/1?prefix=p"
     with pytest.raises(ConfigError, match=r"needs cache\.redis_url"):
         open_store(load_settings(None, catalogue={"backend": "redis"}))
+
+
+async def test_another_catalogue_has_another_epoch(open_store: tuple[OpenStore, str], tmp_path: Path) -> None:
+    """Two catalogues whose counts agree are still told apart (a replaced file, a new prefix)."""
+    from recengine.catalogue.redis_store import RedisCatalogueStore
+    from recengine.catalogue.sqlite_store import SqliteCatalogueStore
+
+    first = await open_store[0]()
+    await first.put([item("a")])
+    if isinstance(first, SqliteCatalogueStore):
+        second: CatalogueStore = SqliteCatalogueStore(tmp_path / "another.sqlite3")
+    else:
+        assert isinstance(first, RedisCatalogueStore)
+        second = RedisCatalogueStore(first.client, first.prefix + ":another", owns_client=False)
+    await second.put([item("a")])
+    one, two = await first.version(), await second.version()
+    assert one.number == two.number == 1 and one.epoch != two.epoch
+    assert (await second.changes(0)).epoch == two.epoch
+    if isinstance(second, RedisCatalogueStore):
+        from recengine.catalogue.redis_store import catalogue_keys
+
+        await second.client.delete(*catalogue_keys(second.prefix))
+    await second.close()

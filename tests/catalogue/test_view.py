@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from recengine.catalogue.records import CatalogueItem
-from recengine.catalogue.store import Changes, WriteResult
+from recengine.catalogue.store import CatalogueVersion, Changes, WriteResult
 from recengine.catalogue.view import CatalogueView
 from recengine.data.dataset import Dataset
 from recengine.engines.popularity import Popularity
@@ -26,7 +26,8 @@ class FakeStore:
 
     backend = "fake"
 
-    def __init__(self) -> None:
+    def __init__(self, epoch: str = "e1") -> None:
+        self.epoch = epoch
         self.items: dict[str, CatalogueItem] = {}
         self.counter = 0
         self.down = False
@@ -57,15 +58,15 @@ class FakeStore:
         self.items[item_id] = current.with_version(self.counter, available=False)
         return self.items[item_id]
 
-    async def version(self) -> int:
+    async def version(self) -> CatalogueVersion:
         self.version_calls += 1
         self._check()
-        return self.counter
+        return CatalogueVersion(self.epoch, self.counter)
 
     async def changes(self, after: int = 0) -> Changes:
         self._check()
         items = sorted((i for i in self.items.values() if i.version > after), key=lambda i: i.version)
-        return Changes(self.counter, items)
+        return Changes(self.epoch, self.counter, items)
 
     async def close(self) -> None:
         return None
@@ -175,9 +176,16 @@ async def test_check_interval_and_a_replaced_store(small_dataset: Dataset) -> No
     await view.sync()
     assert view.version == 2 and set(view.records) == {"a"}
     # A store whose version went back is another store (a new Redis): read whole, nothing of the old one kept.
-    replaced = FakeStore()
+    replaced = FakeStore("e2")
     await replaced.put([CatalogueItem("b")])
     view.store = replaced
     clock.now += 1.0
     await view.sync()
-    assert view.version == 1 and set(view.records) == {"b"}
+    assert view.version == 1 and set(view.records) == {"b"} and view.key == "e2.1"
+    # Another catalogue whose count agrees: told apart by its epoch alone.
+    again = FakeStore("e3")
+    await again.put([CatalogueItem("c")])
+    view.store = again
+    clock.now += 1.0
+    await view.sync()
+    assert view.version == 1 and set(view.records) == {"c"} and view.key == "e3.1"

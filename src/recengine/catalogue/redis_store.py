@@ -4,6 +4,7 @@
     <prefix>:log          zset  item id → catalogue version of its last write
     <prefix>:unavailable  set   ids of the unavailable items
     <prefix>:version      the counter
+    <prefix>:epoch        this catalogue's random name (see CatalogueVersion), set by its first write
 
 Availability and version live beside the body, so no script ever decodes or re-encodes JSON (Redis' cjson rounds
 numbers to 14 digits). ``changes`` reads the counter and the records in the same script: one snapshot.
@@ -12,6 +13,7 @@ numbers to 14 digits). ``changes`` reads the counter and the records in the same
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,21 +21,23 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from recengine.catalogue.records import CatalogueItem, decode_body, encode_body
-from recengine.catalogue.store import Changes, WriteResult
+from recengine.catalogue.store import CatalogueVersion, Changes, WriteResult
 from recengine.errors import StorageUnavailable
 
 DEFAULT_PREFIX = "recengine:catalogue"
 #: What an outage looks like from redis-py (as ``serving.redis.REDIS_ERRORS``; training must not import serving).
 _REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
-# KEYS: items, log, unavailable, version. ARGV: n, then (id, body, available 1|0) per item.
+# KEYS: items, log, unavailable, version, epoch. ARGV: a new epoch (kept only by the first write), n, then
+# (id, body, available 1|0) per item.
 PUT_LUA = """
-local n = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
 if n == 0 then return {tonumber(redis.call('GET', KEYS[4]) or '0')} end
+redis.call('SET', KEYS[5], ARGV[1], 'NX')
 local v = redis.call('INCR', KEYS[4])
 local out = {v}
 for i = 0, n - 1 do
-  local id, body, avail = ARGV[2 + i * 3], ARGV[3 + i * 3], ARGV[4 + i * 3]
+  local id, body, avail = ARGV[3 + i * 3], ARGV[4 + i * 3], ARGV[5 + i * 3]
   out[#out + 1] = redis.call('HSET', KEYS[1], id, body)
   redis.call('ZADD', KEYS[2], v, id)
   if avail == '1' then redis.call('SREM', KEYS[3], id) else redis.call('SADD', KEYS[3], id) end
@@ -41,24 +45,26 @@ end
 return out
 """
 
-# KEYS: as PUT. ARGV: id, fallback body ('' for none). Returns {0} (no record), or {changed 1|2, body, version}.
+# KEYS: as PUT. ARGV: a new epoch, id, fallback body ('' for none). Returns {0} (no record), or
+# {changed 1|2, body, version}.
 MARK_LUA = """
-local id = ARGV[1]
+local id = ARGV[2]
 if redis.call('HEXISTS', KEYS[1], id) == 0 then
-  if ARGV[2] == '' then return {0} end
-  redis.call('HSET', KEYS[1], id, ARGV[2])
+  if ARGV[3] == '' then return {0} end
+  redis.call('HSET', KEYS[1], id, ARGV[3])
 elseif redis.call('SISMEMBER', KEYS[3], id) == 1 then
   return {2, redis.call('HGET', KEYS[1], id), redis.call('ZSCORE', KEYS[2], id)}
 end
+redis.call('SET', KEYS[5], ARGV[1], 'NX')
 local v = redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[2], v, id)
 redis.call('SADD', KEYS[3], id)
 return {1, redis.call('HGET', KEYS[1], id), tostring(v)}
 """
 
-# KEYS: as PUT. ARGV: after. Returns {version, id, body, unavailable 0|1, item version, …}.
+# KEYS: as PUT. ARGV: after. Returns {version, epoch, id, body, unavailable 0|1, item version, …}.
 CHANGES_LUA = """
-local out = {tonumber(redis.call('GET', KEYS[4]) or '0')}
+local out = {tonumber(redis.call('GET', KEYS[4]) or '0'), redis.call('GET', KEYS[5]) or ''}
 local rows = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf', 'WITHSCORES')
 for i = 1, #rows, 2 do
   local id = rows[i]
@@ -72,7 +78,7 @@ return out
 
 
 def catalogue_keys(prefix: str = DEFAULT_PREFIX) -> list[str]:
-    return [f"{prefix}:items", f"{prefix}:log", f"{prefix}:unavailable", f"{prefix}:version"]
+    return [f"{prefix}:items", f"{prefix}:log", f"{prefix}:unavailable", f"{prefix}:version", f"{prefix}:epoch"]
 
 
 def _text(value: Any) -> str:
@@ -82,11 +88,11 @@ def _text(value: Any) -> str:
 def decode_changes(reply: Sequence[Any]) -> Changes:
     """The reply of :data:`CHANGES_LUA` as :class:`Changes` (shared with the synchronous export)."""
     items = []
-    for i in range(1, len(reply), 4):
+    for i in range(2, len(reply), 4):
         item_id, body, unavailable, version = reply[i : i + 4]
         items.append(decode_body(_text(item_id), body, not int(unavailable), int(float(_text(version)))))
     items.sort(key=lambda item: (item.version, item.item_id))
-    return Changes(int(reply[0]), items)
+    return Changes(_text(reply[1]), int(reply[0]), items)
 
 
 class RedisCatalogueStore:
@@ -119,7 +125,7 @@ class RedisCatalogueStore:
             raise self._unavailable(exc, what) from None
 
     async def put(self, items: Sequence[CatalogueItem]) -> WriteResult:
-        args: list[str | int | bytes] = [len(items)]
+        args: list[str | int | bytes] = [secrets.token_hex(8), len(items)]
         for item in items:
             args += [item.item_id, encode_body(item), 1 if item.available else 0]
         reply = await self._call("nothing stored", self._put(keys=self.keys, args=args))
@@ -140,14 +146,15 @@ class RedisCatalogueStore:
 
     async def mark_unavailable(self, item_id: str, fallback: CatalogueItem | None = None) -> CatalogueItem | None:
         body = encode_body(fallback) if fallback is not None else b""
-        reply = await self._call("nothing stored", self._mark(keys=self.keys, args=[item_id, body]))
+        args: list[str | bytes] = [secrets.token_hex(8), item_id, body]
+        reply = await self._call("nothing stored", self._mark(keys=self.keys, args=args))
         if not int(reply[0]):
             return None
         return decode_body(item_id, reply[1], False, int(float(_text(reply[2]))))
 
-    async def version(self) -> int:
-        raw = await self._call("version not read", self.checker.get(self.keys[3]))
-        return int(raw) if raw else 0
+    async def version(self) -> CatalogueVersion:
+        number, epoch = await self._call("version not read", self.checker.mget(self.keys[3], self.keys[4]))
+        return CatalogueVersion(_text(epoch) if epoch else "", int(number) if number else 0)
 
     async def changes(self, after: int = 0) -> Changes:
         reply = await self._call("changes not read", self._changes(keys=self.keys, args=[after]))

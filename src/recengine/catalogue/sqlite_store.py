@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from recengine.catalogue.records import CatalogueItem, decode_body, encode_body
-from recengine.catalogue.store import Changes, WriteResult
+from recengine.catalogue.store import CatalogueVersion, Changes, WriteResult
 from recengine.errors import DataError, StorageUnavailable
 
 _SCHEMA = (
@@ -25,6 +26,8 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS catalogue_items_by_version ON catalogue_items (version)",
     "CREATE TABLE IF NOT EXISTS catalogue_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO catalogue_meta (key, value) VALUES ('version', 0)",
+    # The epoch: this file's random name (see CatalogueVersion), made once with the file.
+    "INSERT OR IGNORE INTO catalogue_meta (key, value) VALUES ('epoch', ?)",
 )
 
 
@@ -43,7 +46,7 @@ def sqlite_connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("BEGIN IMMEDIATE")
         for statement in _SCHEMA:
-            conn.execute(statement)
+            conn.execute(statement, (secrets.randbits(62),) if "?" in statement else ())
         conn.execute("COMMIT")
         return conn
     except sqlite3.DatabaseError as exc:
@@ -53,6 +56,12 @@ def sqlite_connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection
 def sqlite_version(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT value FROM catalogue_meta WHERE key = 'version'").fetchone()
     return int(row[0]) if row else 0
+
+
+def sqlite_state(conn: sqlite3.Connection) -> CatalogueVersion:
+    rows = dict(conn.execute("SELECT key, value FROM catalogue_meta WHERE key IN ('epoch', 'version')").fetchall())
+    epoch = rows.get("epoch")
+    return CatalogueVersion(f"{int(epoch):016x}" if epoch is not None else "", int(rows.get("version", 0)))
 
 
 def _row(row: Any) -> CatalogueItem:
@@ -70,14 +79,14 @@ def sqlite_changes(conn: sqlite3.Connection, after: int) -> Changes:
     """The version and the records written after ``after``, read in one transaction (one snapshot)."""
     conn.execute("BEGIN")
     try:
-        version = sqlite_version(conn)
+        epoch, version = sqlite_state(conn)
         rows = conn.execute(
             "SELECT item_id, body, available, version FROM catalogue_items WHERE version > ? ORDER BY version, item_id",
             (after,),
         ).fetchall()
     finally:
         conn.execute("COMMIT")
-    return Changes(version, [_row(r) for r in rows])
+    return Changes(epoch, version, [_row(r) for r in rows])
 
 
 def _write(conn: sqlite3.Connection, fn: Any) -> Any:
@@ -167,7 +176,7 @@ class SqliteCatalogueStore:
         self._checker.execute("PRAGMA busy_timeout = 50")
         self._check_lock = threading.Lock()
         self._data_version: int | None = None
-        self._version = 0
+        self._version = CatalogueVersion("", 0)
         self._closed = False
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -185,12 +194,12 @@ class SqliteCatalogueStore:
         item: CatalogueItem | None = await self._run(sqlite_mark_unavailable, self._conn, item_id, fallback)
         return item
 
-    async def version(self) -> int:
+    async def version(self) -> CatalogueVersion:
         with self._check_lock:
             try:
                 data_version = int(self._checker.execute("PRAGMA data_version").fetchone()[0])
                 if data_version != self._data_version:
-                    self._version = sqlite_version(self._checker)
+                    self._version = sqlite_state(self._checker)
                     self._data_version = data_version
             except sqlite3.Error as exc:
                 raise StorageUnavailable(f"{self.path}: catalogue unavailable ({exc})") from None

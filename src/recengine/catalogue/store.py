@@ -7,17 +7,28 @@
 
 Every write that changes something takes the next catalogue version, and every record it writes carries that
 version; ``changes(after)`` returns the records written after a version, with the version read in the same atomic
-step. That is all a replica needs to stay current: compare its version with the store's, fetch what changed.
-``tests/catalogue/contract.py`` runs the same suite against both stores.
+step. The version comes with the catalogue's epoch, a random name made with it, so that another catalogue (a new
+file, a new Redis prefix) whose count starts again is never mistaken for this one. That is all a replica needs to
+stay current: compare its version with the store's, fetch what changed. ``tests/catalogue/test_stores.py`` runs
+one suite against both stores.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from recengine.catalogue.records import CatalogueItem
+
+
+class CatalogueVersion(NamedTuple):
+    epoch: str
+    """Names this catalogue: made at random with it ("" before its first write in Redis). A new SQLite file or a
+    new Redis prefix is another catalogue whose numbers start again; a replica that sees another epoch reads the
+    catalogue whole, and cached answers of the two never mix (both parts are in the cache key)."""
+    number: int
+    """Writes that changed something so far (0 before the first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +41,8 @@ class WriteResult:
 
 @dataclass(frozen=True, slots=True)
 class Changes:
+    epoch: str
+    """The catalogue's epoch (see :class:`CatalogueVersion`)."""
     version: int
     """The store's version when the changes were read; every record written up to it is in ``items`` (or was
     written at or before ``after``)."""
@@ -57,8 +70,8 @@ class CatalogueStore(Protocol):
         Returns the record as stored, or None when there is neither a record nor a fallback."""
         ...
 
-    async def version(self) -> int:
-        """The current catalogue version (0 before the first write); cheap: replicas ask before each request."""
+    async def version(self) -> CatalogueVersion:
+        """The catalogue's epoch and current version number; cheap: replicas ask before each request."""
         ...
 
     async def changes(self, after: int = 0) -> Changes: ...

@@ -67,13 +67,20 @@ class CatalogueView:
         self._clock = clock
         self.records: dict[str, CatalogueItem] = {}
         self.version = 0
-        """The catalogue version this process has caught up to (part of every cache key)."""
+        """The catalogue version this process has caught up to."""
+        self.epoch = ""
+        """The epoch of the catalogue it has (see ``CatalogueVersion``): another epoch is another catalogue."""
         self.last_error: str | None = None
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()  # applying changes and attaching models: event loop and reload threads
         self._sync_lock: asyncio.Lock | None = None
         self._next_check = 0.0
         self._down_until = 0.0
+
+    @property
+    def key(self) -> str:
+        """Epoch and version: the part of every cache key that a catalogue change (or another catalogue) changes."""
+        return f"{self.epoch}.{self.version}"
 
     # ---- keeping up with the store ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -89,17 +96,20 @@ class CatalogueView:
                 return
             self._next_check = now + self.check_interval_s
         try:
-            version = await self.store.version()
-            if version == self.version and not force:
+            epoch, number = await self.store.version()
+            if (epoch, number) == (self.epoch, self.version) and not force:
                 return
             if self._sync_lock is None:
                 self._sync_lock = asyncio.Lock()
             async with self._sync_lock:
-                if version == self.version and not force:
+                if (epoch, number) == (self.epoch, self.version) and not force:
                     return  # another request caught up meanwhile
-                # A store whose version went back was replaced (a new Redis, a new file): read it whole.
-                reset = version < self.version
+                # Another epoch, or a count that went back: another catalogue (a new file, a new Redis). Read it whole.
+                reset = epoch != self.epoch or number < self.version
                 changes = await self.store.changes(0 if reset else self.version)
+                if not reset and changes.epoch != self.epoch:  # replaced between the two reads
+                    reset = True
+                    changes = await self.store.changes(0)
                 if changes.items or changes.version != self.version or reset:
                     await asyncio.to_thread(self.apply, changes, reset)
         except StorageUnavailable as exc:
@@ -120,7 +130,8 @@ class CatalogueView:
             version = max(changes.version, max((i.version for i in changes.items), default=0))
             for model in list(self._models.values()):
                 self._attach_locked(model, version)
-            self.version = version  # last: a request that reads this version finds every model updated
+            # Last: a request that reads this version finds every model updated.
+            self.epoch, self.version = changes.epoch, version
 
     # ---- models -------------------------------------------------------------------------------------------
     def loading(self, loader: Callable[[Path], Engine]) -> Callable[[Path], Engine]:

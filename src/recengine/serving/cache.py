@@ -54,10 +54,10 @@ def cache_key(
     subject: str,
     history_version: str,
     params: str,
-    catalogue_version: int = 0,
+    catalogue_version: str | int = 0,
 ) -> str:
-    """``recengine:rec:3:<kind>:<engine>:<model version>:c<catalogue version>:<subject hash>:<history version>:
-    <params hash>``.
+    """``recengine:rec:3:<kind>:<engine>:<model version>:c<catalogue epoch.version>:<subject hash>:<history
+    version>:<params hash>``.
 
     ``subject`` is hashed so that arbitrary user ids (any length, any characters) make a well-formed key.
     """

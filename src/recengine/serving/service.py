@@ -73,20 +73,21 @@ class _Job:
     started: float
     user_id: str | None = None
     item_id: str | None = None
-    catalogue_version: int = 0
+    catalogue_version: str = "0"
 
 
 class Catalogue(Protocol):
     """What the service needs of the catalogue (``catalogue/view.py``): catch up with the store, and the version
     caught up to, which is part of every cache key."""
 
-    version: int
+    @property
+    def key(self) -> str: ...
 
     async def sync(self) -> None: ...
 
 
 class NoCatalogue:
-    version = 0
+    key = "0"
 
     async def sync(self) -> None:
         return None
@@ -164,7 +165,7 @@ class RecommendationService:
 
         job = _Job(
             "rec", req.user_id if req.user_id is not None else "", hver, params, prepare, attempt,
-            request_id or uuid.uuid4().hex, started, user_id=req.user_id, catalogue_version=self.catalogue.version,
+            request_id or uuid.uuid4().hex, started, user_id=req.user_id, catalogue_version=self.catalogue.key,
         )  # fmt: skip
         answer = await self._first_answer(job, decision.chain, cfg)
         if answer is None:
@@ -188,7 +189,7 @@ class RecommendationService:
 
         job = _Job(
             "sim", item_id, "-", params_hash({"k": k}), prepare, attempt, request_id or uuid.uuid4().hex, started,
-            item_id=item_id, catalogue_version=self.catalogue.version,
+            item_id=item_id, catalogue_version=self.catalogue.key,
         )  # fmt: skip
         answer = await self._first_answer(job, chain, cfg)
         if answer is not None:
