@@ -159,7 +159,8 @@ def test_prod_warns_about_a_redis_url_without_password(tmp_path: Path) -> None:
     prod = 'profile = "prod"\n[observability]\nlog_format = "json"\n[cache]\nredis_url = "REDIS"\n'
     bare = load_settings(write(tmp_path, prod.replace("REDIS", "redis://r:6379/0")))
     assert any("no password" in w for w in startup_warnings(bare))
-    assert startup_warnings(load_settings(write(tmp_path, prod.replace("REDIS", "redis://:pw@r:6379/0")))) == []
+    keyed = prod.replace("REDIS", "redis://:pw@r:6379/0") + '[serving]\nwrite_api_key = "0123456789abcdef"\n'
+    assert startup_warnings(load_settings(write(tmp_path, keyed))) == []
     # Development may run a local Redis without one.
     assert startup_warnings(load_settings(write(tmp_path, '[cache]\nredis_url = "redis://r:6379/0"\n'))) == []
 
@@ -169,3 +170,12 @@ def test_a_redis_event_stream_without_a_cap_is_warned_about(tmp_path: Path) -> N
     assert startup_warnings(load_settings(write(tmp_path, redis))) == []
     uncapped = load_settings(write(tmp_path, redis + "max_unmerged_events = 0\n"))
     assert any("max_unmerged_events = 0" in w for w in startup_warnings(uncapped))
+
+
+def test_prod_warns_about_open_writes_and_refuses_a_short_write_key(tmp_path: Path) -> None:
+    prod = 'profile = "prod"\n[observability]\nlog_format = "json"\n'
+    assert any("write_api_key is not set" in w for w in startup_warnings(load_settings(write(tmp_path, prod))))
+    with pytest.raises(ConfigError, match="write_api_key must be at least 16 characters"):
+        load_settings(write(tmp_path, prod + '[serving]\nwrite_api_key = "short"\n'))
+    dev = load_settings(write(tmp_path, '[serving]\nwrite_api_key = "w-k3y-do-not-print"\n'))
+    assert dev.serving.write_api_key is not None and "w-k3y-do-not-print" not in dev.model_dump_json()

@@ -65,7 +65,7 @@ class EaseSettings(_Section):
     lambdas: list[float] = Field(default_factory=lambda: [30.0, 100.0, 300.0, 1000.0])
     """L2 strengths tried (half-decade steps; each costs one Cholesky); the best on validation NDCG@10 is kept."""
     max_items: int = Field(default=20_000, ge=10, le=200_000)
-    """Refuse catalogues larger than this: fitting holds about three dense items² float64 matrices."""
+    """Refuse catalogues larger than this: fitting holds three dense items² float32 matrices (Gram, copy, best λ)."""
 
     @field_validator("lambdas")
     @classmethod
@@ -203,6 +203,15 @@ class TrainingSettings(_Section):
     """MLflow tracking store; None means a local file store under the artifacts folder (works offline)."""
     experiment: str = "recengine"
     wandb: bool = False
+    promotion_tolerance: float = Field(default=0.0, ge=0.0, le=1.0)
+    """``recengine retrain`` promotes a challenger only if its validation NDCG@10 ≥ the champion's minus this."""
+    datasets_dir: Path | None = None
+    """Where ``recengine retrain`` writes its data set versions (and ``CURRENT``); None: ``datasets/`` in the
+    artifacts folder. Point ``data.dir`` at it for the server to seed histories from the newest merged one."""
+    keep_datasets: int = Field(default=3, ge=1, le=1000)
+    """Data set versions ``recengine retrain`` keeps (the newest ones; the one ``CURRENT`` names is never removed)."""
+    retrain_lock_ttl_s: int = Field(default=600, ge=10, le=86_400)
+    """The Redis retraining lock's time to live, renewed while a run is alive: how long a crashed run's lock lasts."""
 
     def with_overrides(self, **values: Any) -> TrainingSettings:
         """A copy with an engine's own overrides applied; ``None`` means "keep the training value"."""
@@ -222,6 +231,9 @@ class ServingSettings(_Section):
     inference_workers: int = Field(default=2, ge=1, le=64)
     admin_api_key: SecretStr | None = None
     """Key of the admin API (``X-API-Key``); None disables it. Printed as ``**********`` everywhere."""
+    write_api_key: SecretStr | None = None
+    """Key that writes (catalogue items, events) must send as ``X-API-Key``; None leaves writes open. Reads stay
+    open either way."""
     history_max_len: int = Field(default=200, ge=1, le=10_000)
     events_db: Path | None = None
     """SQLite event log; None puts ``events.sqlite3`` in the artifacts folder."""
@@ -254,6 +266,22 @@ class ServingSettings(_Section):
     def events_db_path(self) -> Path:
         """The SQLite event log: ``events_db``, else ``events.sqlite3`` in the artifacts folder."""
         return self.events_db or Path(self.artifacts_dir) / "events.sqlite3"
+
+
+class CatalogueSettings(_Section):
+    backend: Literal["auto", "sqlite", "redis"] = "auto"
+    """Where item records live: "auto" is Redis when ``cache.redis_url`` is set, else SQLite."""
+    db: Path | None = None
+    """SQLite catalogue; None puts ``catalogue.sqlite3`` in the artifacts folder. Replicas on one machine share it."""
+    redis_prefix: str = Field(default="recengine:catalogue", min_length=1, max_length=100)
+    check_interval_ms: float = Field(default=0.0, ge=0, le=60_000)
+    """How often a worker asks the store whether the catalogue changed: 0 = before every request (a change counts
+    everywhere from the next request on); more trades that for fewer checks."""
+    max_batch_items: int = Field(default=1000, ge=1, le=100_000)
+    """Items per ``PUT /api/v1/items``."""
+
+    def db_path(self, artifacts_dir: Path) -> Path:
+        return self.db or Path(artifacts_dir) / "catalogue.sqlite3"
 
 
 class ExperimentSettings(_Section):
@@ -354,6 +382,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    catalogue: CatalogueSettings = Field(default_factory=CatalogueSettings)
 
     @model_validator(mode="after")
     def _refuse_insecure_prod(self) -> Settings:
@@ -361,6 +390,9 @@ class Settings(BaseSettings):
             key = self.serving.admin_api_key
             if key is not None and len(key.get_secret_value()) < 16:
                 raise ValueError("serving.admin_api_key must be at least 16 characters in the prod profile")
+            write_key = self.serving.write_api_key
+            if write_key is not None and len(write_key.get_secret_value()) < 16:
+                raise ValueError("serving.write_api_key must be at least 16 characters in the prod profile")
             if self.observability.log_format != "json":
                 raise ValueError("observability.log_format must be 'json' in the prod profile")
         return self
@@ -412,6 +444,11 @@ def startup_warnings(settings: Settings) -> list[str]:
         warnings.append(
             "cache.redis_url has no password in the prod profile: anyone who reaches that Redis can read and "
             "change cached answers, histories and events (use redis://:PASSWORD@host:port/db or rediss://)"
+        )
+    if settings.profile == "prod" and settings.serving.write_api_key is None:
+        warnings.append(
+            "serving.write_api_key is not set in the prod profile: anyone who reaches the API can add, change and "
+            "retire catalogue items and post events"
         )
     if settings.serving.events_backend == "redis" and settings.serving.max_unmerged_events == 0:
         warnings.append(

@@ -41,7 +41,9 @@ def make_settings(small_dataset: Dataset, trained_artifacts: Path, tmp_path: Pat
         }
         data = {"dir": str(small_dataset.path), **sections.pop("data", {})}
         obs = {"log_level": "ERROR", **sections.pop("observability", {})}
-        return load_settings(None, serving=serving, data=data, observability=obs, **sections)
+        # Never the shared artifacts folder: a test that writes items must not change another test's catalogue.
+        catalogue = {"db": str(tmp_path / "catalogue.sqlite3"), **sections.pop("catalogue", {})}
+        return load_settings(None, serving=serving, data=data, observability=obs, catalogue=catalogue, **sections)
 
     return make
 

@@ -23,7 +23,9 @@ from recengine.api import problems
 from recengine.api.gateway import Gateway, maintain, publish_event_log, publish_model
 from recengine.api.middleware import GatewayMiddleware
 from recengine.api.runtime import runtime_config
+from recengine.catalogue import open_catalogue
 from recengine.data.events import merged_into
+from recengine.engines import load_engine
 from recengine.engines.base import Engine
 from recengine.errors import StorageUnavailable
 from recengine.observability.logging import configure_logging
@@ -51,7 +53,10 @@ def create_app(
         configure_logging(obs.log_level, obs.log_format)
         for warning in startup_warnings(settings):
             log.warning(warning)
-        registry = ModelRegistry(serving.artifacts_dir)
+        # Before the models: each loads with the catalogue's new items placed in it, before it serves.
+        catalogue = await open_catalogue(settings)
+        registry = ModelRegistry(serving.artifacts_dir, loader=catalogue.loading(load_engine))
+        registry.on_swap(catalogue.attach)
         if obs.metrics:
             registry.on_swap(publish_model)
         results = await asyncio.to_thread(registry.reload)
@@ -76,11 +81,13 @@ def create_app(
             breaker_reset_s=serving.breaker_reset_s,
             observer=observer,
             max_inflight=serving.inference_workers,
+            catalogue=catalogue,
         )
         ingest = EventIngest(stores.events, stores.history)
         gw = Gateway(
-            settings=settings, base_settings=settings, service=service, registry=registry, stores=stores, ingest=ingest
-        )
+            settings=settings, base_settings=settings, service=service, registry=registry, stores=stores, ingest=ingest,
+            catalogue=catalogue,
+        )  # fmt: skip
         if stores.redis is None:
             # In-process histories die with the process; the durable log brings them back — the events the seed
             # data set does not hold already (a merged data set holds the log up to its watermark).
@@ -122,6 +129,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await upkeep
             await stores.close()
+            await catalogue.store.close()
             await service.close()
             if obs.metrics:
                 from recengine.observability.metrics import mark_worker_exit
@@ -144,7 +152,9 @@ def create_app(
         app.include_router(module.router)
     install_console(app)  # the web console at /ui, on the routes above
     app.add_middleware(GatewayMiddleware, max_body=serving.max_body_bytes, metrics=settings.observability.metrics)
-    app.openapi = partial(_openapi, app, serving.max_k, serving.max_batch_events)  # type: ignore[method-assign]
+    app.openapi = partial(  # type: ignore[method-assign]
+        _openapi, app, serving.max_k, serving.max_batch_events, settings.catalogue.max_batch_items
+    )
     return app
 
 
@@ -157,10 +167,10 @@ def _cap_k(node: Any, max_k: int) -> None:
             _cap_k(branch, max_k)
 
 
-def _openapi(app: FastAPI, max_k: int, max_batch: int) -> dict[str, Any]:
+def _openapi(app: FastAPI, max_k: int, max_batch: int, max_items: int = 1000) -> dict[str, Any]:
     """FastAPI's schema, with every error response documented as what it is (a problem+json document) and the
-    bounds this deployment enforces (``serving.max_k``, ``serving.max_batch_events``) written in, so the
-    document says exactly what is accepted."""
+    bounds this deployment enforces (``serving.max_k``, ``serving.max_batch_events``,
+    ``catalogue.max_batch_items``) written in, so the document says exactly what is accepted."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     from fastapi.openapi.utils import get_openapi
@@ -175,6 +185,8 @@ def _openapi(app: FastAPI, max_k: int, max_batch: int) -> dict[str, Any]:
     ref = {"$ref": "#/components/schemas/Problem"}
     for component in components.values():
         _cap_k(component.get("properties", {}).get("k"), max_k)
+    if "ItemsBatchIn" in components:
+        components["ItemsBatchIn"]["properties"]["items"]["maxItems"] = max_items
     for path in schema.get("paths", {}).values():
         for op in path.values():
             for parameter in op.get("parameters", ()):

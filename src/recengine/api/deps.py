@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request
 
@@ -46,3 +46,34 @@ async def require_admin(
 
 
 AdminDep = Depends(require_admin)
+
+
+async def require_write(
+    gateway: GatewayDep,
+    x_api_key: Annotated[
+        str | None, Header(alias="X-API-Key", description="serving.write_api_key, when one is set")
+    ] = None,
+) -> None:
+    """Writes (catalogue items, events) need ``serving.write_api_key`` when one is set: 401 without a key, 403
+    with a wrong one. With none set, writes are open, like reads always are."""
+    secret = gateway.settings.serving.write_api_key
+    expected = secret.get_secret_value() if secret is not None else ""
+    if not expected:
+        return
+    if x_api_key is None:
+        raise HTTPException(
+            401,
+            "missing X-API-Key header (writes need serving.write_api_key)",
+            headers={"WWW-Authenticate": "X-API-Key"},
+        )
+    # Constant time, as for the admin key.
+    if not hmac.compare_digest(x_api_key.encode("utf-8", "surrogateescape"), expected.encode()):
+        raise HTTPException(403, "wrong API key for writes")
+
+
+WriteDep = Depends(require_write)
+#: The responses every write route documents.
+WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "serving.write_api_key is set and the request has no X-API-Key header."},
+    403: {"description": "serving.write_api_key is set and X-API-Key is not it."},
+}

@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any
 
 from recengine.api.runtime import OVERRIDES_KEY, apply_overrides, decode_overrides, encode_overrides, runtime_config
+from recengine.catalogue.view import CatalogueView
 from recengine.errors import StorageUnavailable
 from recengine.serving.ingest import EventIngest
 from recengine.serving.redis import REDIS_ERRORS, nothing
@@ -35,6 +36,8 @@ class Gateway:
     ingest: EventIngest
     overrides: dict[str, Any] = field(default_factory=dict)
     _overrides_raw: bytes | None = None
+    catalogue: CatalogueView | None = None
+    """This process's view of the item catalogue (``catalogue/view.py``)."""
 
     def apply_overrides(self, overrides: dict[str, Any]) -> None:
         """Settings = start-up settings + ``overrides``; routing sees the change on its next request."""
@@ -99,6 +102,8 @@ async def maintain(gw: Gateway, every_s: float, stop: asyncio.Event) -> None:
                         log.error("model reload refused: %s", result.error)
             await gw.stores.probe()
             await gw.sync_overrides()
+            if gw.catalogue is not None:
+                await gw.catalogue.sync()  # an idle worker keeps up too (and the gauge below is current)
             if gw.settings.observability.metrics:
                 await publish_event_log(gw)
         except Exception:  # upkeep must never die: the next round may succeed
@@ -112,6 +117,8 @@ async def publish_event_log(gw: Gateway) -> None:
     from recengine.observability import metrics
 
     metrics.set_store_sizes(history=await gw.stores.history.size())
+    if gw.catalogue is not None:
+        metrics.set_catalogue_size(*gw.catalogue.sizes())
     try:
         state = await gw.stores.events.state()
     except StorageUnavailable:  # a Redis event log while Redis is down

@@ -199,6 +199,14 @@ class EngineStatus(BaseModel):
     health: str
     circuit: Literal["closed", "open", "half_open"]
     error: str | None
+    scores_new_items: bool = Field(
+        description="true: places catalogue items it was not trained on from their metadata at once (neural); "
+        "false: scores them only once retrained."
+    )
+    unscored_items: int | None = Field(
+        description="Available catalogue items this model cannot recommend until it is retrained (null: not loaded)."
+    )
+    numeric_features: list[str] = Field(description="Item attributes the model reads as numeric features.")
 
 
 class EnginesResponse(BaseModel):
@@ -249,3 +257,100 @@ class Problem(BaseModel):
     detail: str
     request_id: str
     errors: list[dict[str, Any]] | None = None
+
+
+# ---- the catalogue ---------------------------------------------------------------------------------------------
+_MAX_FLOAT = 1.7976931348623157e308
+_ATTRIBUTE_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "maxLength": 1024},
+        {"type": "number", "minimum": -_MAX_FLOAT, "maximum": _MAX_FLOAT},
+        {"type": "boolean"},
+        {"type": "null"},
+    ]
+}
+
+
+def _attribute(value: Any) -> Any:
+    # A JSON scalar, kept as typed (no "5" → 5): numbers are what the neural engine can read as features.
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if len(value) > 1024:
+            raise ValueError("a string attribute has at most 1024 characters")
+        return value
+    if isinstance(value, int):
+        if abs(value) <= 2**53:
+            return value
+        if abs(value) > _MAX_FLOAT:
+            raise ValueError("number out of range")
+        return float(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("must be a finite number")
+        return value
+    raise ValueError("must be a string, a number, a boolean or null")
+
+
+AttributeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")]
+AttributeValue = Annotated[Any, BeforeValidator(_attribute), WithJsonSchema(_ATTRIBUTE_SCHEMA)]
+Title = Annotated[str, StringConstraints(max_length=1024)]
+
+
+def _no_other_attributes(schema: dict[str, Any]) -> None:
+    # pydantic writes the name rule as patternProperties, which alone lets any other name through.
+    schema["properties"]["attributes"]["additionalProperties"] = False
+
+
+class ItemIn(_Body):
+    """A whole item: PUT replaces the record (fields left out take their defaults, nothing is merged)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_other_attributes)
+    title: Title | None = Field(default=None, description="Shown in answers; its words are a neural feature.")
+    categories: list[Category] = Field(
+        default_factory=list, max_length=64, description="Category filters and the neural engine read them."
+    )
+    attributes: dict[AttributeName, AttributeValue] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Free-form JSON scalars. An attribute named like a numeric feature of the served neural model "
+        "(e.g. price; GET /api/v1/engines lists them) must be a number or null: the item tower reads it.",
+    )
+    available: StrictBool = Field(default=True, description="false: never recommended (as DELETE).")
+
+
+class ItemBatchEntry(ItemIn):
+    item_id: ExternalId
+
+
+class ItemsBatchIn(_Body):
+    items: list[ItemBatchEntry] = Field(
+        min_length=1,
+        max_length=100_000,
+        description="At most catalogue.max_batch_items; a later entry for an id replaces an earlier one.",
+    )
+
+
+class CatalogueItemOut(BaseModel):
+    item_id: str
+    title: str | None
+    categories: list[str]
+    attributes: dict[str, str | float | bool | None]
+    available: bool
+    updated_at: float = Field(description="Unix seconds of the last write; 0 for an item never written.")
+    version: int = Field(description="Catalogue version of the last write; 0 for an item never written.")
+    source: Literal["catalogue", "model"] = Field(
+        description="catalogue: written through this API; model: known only from a served model's training data."
+    )
+
+
+class ItemsWrittenResponse(BaseModel):
+    version: int = Field(description="The catalogue version after the write.")
+    created: int
+    updated: int
+    item_ids: list[str]
+
+
+class ItemSearchResponse(BaseModel):
+    catalogue_version: int
+    items: list[CatalogueItemOut]

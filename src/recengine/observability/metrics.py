@@ -20,6 +20,7 @@ raising on I/O — only on a programming error such as an unknown outcome name, 
   publishes them every ``serving.reload_poll_s``);
 - ``set_event_log_backlog(unmerged, limit)``: events not yet merged into a data set, and the cap on them;
 - ``set_dependency_up(name, up)``: reachability of a backing service (``redis``);
+- ``set_catalogue_size(records, available)``: items written through the catalogue API, by availability;
 - ``metrics_response() -> (body, content_type)``: the ``/metrics`` payload, single- or multi-process;
 - ``prepare_multiprocess_dir()`` / ``mark_worker_exit()``: multi-worker set-up and worker shutdown.
 
@@ -180,6 +181,13 @@ DEPENDENCY_UP = Gauge(
     ["dependency"],
     multiprocess_mode="livemin",
 )
+# The catalogue is shared (SQLite file, Redis): every worker sees the same records, so the maximum is the size.
+CATALOGUE_ITEMS = Gauge(
+    "recengine_catalogue_items",
+    "Items written through the catalogue API (PUT /api/v1/items), by state (available, unavailable).",
+    ["state"],
+    multiprocess_mode="livemax",
+)
 MODEL_AGE_NAME: Final = "recengine_model_age_seconds"
 
 # Every metric name this module can expose; the dashboard and alert tests check their PromQL against it.
@@ -201,6 +209,7 @@ METRIC_NAMES: Final[frozenset[str]] = frozenset(
         "recengine_event_log_unmerged",
         "recengine_event_log_unmerged_limit",
         "recengine_dependency_up",
+        "recengine_catalogue_items",
     }
 )
 
@@ -292,6 +301,12 @@ def set_event_log_backlog(unmerged: int, limit: int | None) -> None:
     """Publish the events waiting to be merged and their cap (``None``: no cap); the log-full alert reads both."""
     EVENT_LOG_UNMERGED.set(unmerged)
     EVENT_LOG_UNMERGED_LIMIT.set(float("inf") if limit is None else limit)
+
+
+def set_catalogue_size(records: int, available: int) -> None:
+    """Publish the catalogue's records: how many may be recommended and how many are marked unavailable."""
+    CATALOGUE_ITEMS.labels("available").set(available)
+    CATALOGUE_ITEMS.labels("unavailable").set(records - available)
 
 
 def set_dependency_up(name: str, up: bool) -> None:

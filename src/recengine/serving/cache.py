@@ -1,8 +1,9 @@
 """The answer cache: a small protocol, an in-process LRU+TTL, a Redis one, and the fail-over that joins them.
 
-Keys are built by :func:`cache_key` from everything an answer depends on — engine, model version, the user's history
-version and a hash of the request parameters — so a model reload or a new event changes the key and a stale answer
-can never be served; old entries simply expire.
+Keys are built by :func:`cache_key` from everything an answer depends on — engine, model version, the catalogue
+version, the user's history version and a hash of the request parameters — so a model reload, a catalogue change
+(an item added or marked unavailable) or a new event changes the key and a stale answer can never be served; old
+entries simply expire.
 
     Cache (protocol)
     ├── MemoryCache      the embedded default; one per process
@@ -26,7 +27,7 @@ from recengine.serving.redis import RedisHealth, nothing
 
 #: Bump the number whenever the cached value's format changes: replicas of two releases then never read each
 #: other's entries during a rolling upgrade.
-KEY_PREFIX = "recengine:rec:2:"
+KEY_PREFIX = "recengine:rec:3:"
 
 
 @runtime_checkable
@@ -46,13 +47,22 @@ def params_hash(params: dict[str, Any]) -> str:
     return hashlib.blake2b(raw, digest_size=10).hexdigest()
 
 
-def cache_key(kind: str, engine: str, model_version: str, subject: str, history_version: str, params: str) -> str:
-    """``recengine:rec:2:<kind>:<engine>:<model version>:<subject hash>:<history version>:<params hash>``.
+def cache_key(
+    kind: str,
+    engine: str,
+    model_version: str,
+    subject: str,
+    history_version: str,
+    params: str,
+    catalogue_version: str | int = 0,
+) -> str:
+    """``recengine:rec:3:<kind>:<engine>:<model version>:c<catalogue epoch.version>:<subject hash>:<history
+    version>:<params hash>``.
 
     ``subject`` is hashed so that arbitrary user ids (any length, any characters) make a well-formed key.
     """
     subject_h = hashlib.blake2b(subject.encode(), digest_size=10).hexdigest()
-    return f"{KEY_PREFIX}{kind}:{engine}:{model_version}:{subject_h}:{history_version}:{params}"
+    return f"{KEY_PREFIX}{kind}:{engine}:{model_version}:c{catalogue_version}:{subject_h}:{history_version}:{params}"
 
 
 class MemoryCache:

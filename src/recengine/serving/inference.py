@@ -59,8 +59,12 @@ def allowed_in(model: LoadedModel, req: RecommendRequest) -> np.ndarray | None:
 
 
 def filtered_out(model: LoadedModel, req: RecommendRequest) -> np.ndarray:
-    """Item indices the request's filters leave out: items named and items of excluded categories."""
+    """Item indices the request's filters leave out: items named, items of excluded categories, and every item
+    the catalogue marked unavailable."""
     parts: list[np.ndarray] = []
+    blocked = model.blocked
+    if blocked is not None:
+        parts.append(blocked)
     if req.exclude_items:
         parts.append(model.engine.item_ids.encode(req.exclude_items))
     if req.exclude_categories:
@@ -73,25 +77,39 @@ def filtered_out(model: LoadedModel, req: RecommendRequest) -> np.ndarray:
 
 def similar_row(model: LoadedModel, index: int, k: int) -> list[dict[str, Any]]:
     """The items most similar to item ``index``, the item itself left out."""
-    idx, scores = model.engine.similar_items(np.asarray([index], dtype=np.int64), k=min(k, model.n_items))
+    blocked = model.blocked
+    # similar_items takes no exclusions: ask for enough more that the unavailable items can be dropped after.
+    extra = 0 if blocked is None else blocked.size
+    idx, scores = model.engine.similar_items(np.asarray([index], dtype=np.int64), k=min(k + extra, model.n_items))
     keep = np.asarray(idx[0]) != index
+    if blocked is not None:
+        keep &= ~np.isin(np.asarray(idx[0]), blocked)
     return format_items(model, np.asarray(idx[0])[keep], np.asarray(scores[0])[keep], k)
 
 
 def format_items(model: LoadedModel, idx: np.ndarray, scores: np.ndarray, k: int) -> list[dict[str, Any]]:
-    """``[{item_id, score, rank, title?, categories?}, …]``: at most ``k``, padding dropped."""
+    """``[{item_id, score, rank, title?, categories?}, …]``: at most ``k``, padding dropped; titles and categories
+    as the catalogue has them now."""
     catalog = model.engine.items
     ids = catalog.ids.ids
     titles, cats = catalog.titles, catalog.categories
+    records = model.catalogue.records if model.catalogue is not None else {}
     out: list[dict[str, Any]] = []
     for i, s in zip(idx.tolist(), scores.tolist(), strict=True):
         if i <= 0 or not np.isfinite(s):
             continue  # padding: fewer candidates than k were left after filtering
         entry: dict[str, Any] = {"item_id": ids[i], "score": round(float(s), 6), "rank": len(out) + 1}
-        if titles is not None and titles[i]:
-            entry["title"] = titles[i]
-        if cats is not None and cats[i]:
-            entry["categories"] = list(cats[i])
+        record = records.get(i)
+        if record is not None:
+            if record.title:
+                entry["title"] = record.title
+            if record.categories:
+                entry["categories"] = list(record.categories)
+        else:
+            if titles is not None and i < len(titles) and titles[i]:
+                entry["title"] = titles[i]
+            if cats is not None and i < len(cats) and cats[i]:
+                entry["categories"] = list(cats[i])
         out.append(entry)
         if len(out) == k:
             break

@@ -17,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 
+from recengine.catalogue.overlay import ModelOverlay
 from recengine.engines import ENGINE_NAMES, load_engine
 from recengine.engines.artifact import current_dir
 from recengine.engines.base import Engine
@@ -31,6 +32,9 @@ class LoadedModel:
     path: Path
     loaded_at: float = field(default_factory=time.time)
     _category_index: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    catalogue: ModelOverlay | None = field(default=None, repr=False)
+    """The catalogue's changes to this model (unavailable items, moved categories); set by the catalogue view,
+    replaced whole on every catalogue change."""
 
     @property
     def version(self) -> str:
@@ -40,8 +44,18 @@ class LoadedModel:
     def n_items(self) -> int:
         return self.engine.n_items
 
-    def items_in_categories(self, categories: Iterable[str]) -> np.ndarray:
-        """Indices of the items that carry any of ``categories`` (sorted, unique, read-only)."""
+    @property
+    def blocked(self) -> np.ndarray | None:
+        """Indices of the items the catalogue marked unavailable (never recommended); None when there are none."""
+        overlay = self.catalogue
+        return overlay.blocked if overlay is not None and overlay.blocked.size else None
+
+    def refresh_categories(self) -> None:
+        """Forget the category index: the engine's catalogue grew (new items placed from their metadata)."""
+        self._category_index = None
+
+    def base_category_index(self) -> dict[str, np.ndarray]:
+        """Category → indices of the items carrying it, from the engine's own catalogue (built once, read-only)."""
         if self._category_index is None:
             index: dict[str, list[int]] = {}
             for i, cats in enumerate(self.engine.items.categories or []):
@@ -50,7 +64,14 @@ class LoadedModel:
             self._category_index = {c: np.asarray(v, dtype=np.int64) for c, v in index.items()}
             for rows in self._category_index.values():
                 rows.setflags(write=False)  # handed out as they are, to every request
-        found = [self._category_index[c] for c in categories if c in self._category_index]
+        return self._category_index
+
+    def items_in_categories(self, categories: Iterable[str]) -> np.ndarray:
+        """Indices of the items that carry any of ``categories`` (sorted, unique, read-only), as the catalogue
+        has them now: a category a catalogue record changed is read from the overlay."""
+        index = self.base_category_index()
+        overlay = self.catalogue.categories if self.catalogue is not None else {}
+        found = [overlay[c] if c in overlay else index[c] for c in categories if c in overlay or c in index]
         if len(found) == 1:
             return found[0]  # already sorted and unique; every filtered request asks, so no copy
         # valid_rows, not np.unique: the latter hashes before it sorts, ~100 ms for a category of 200,000 items.

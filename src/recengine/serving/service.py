@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from recengine.engines import FLOOR, SIMILAR_ORDER
 from recengine.errors import EngineUnavailable, NotFound
@@ -73,6 +73,24 @@ class _Job:
     started: float
     user_id: str | None = None
     item_id: str | None = None
+    catalogue_version: str = "0"
+
+
+class Catalogue(Protocol):
+    """What the service needs of the catalogue (``catalogue/view.py``): catch up with the store, and the version
+    caught up to, which is part of every cache key."""
+
+    @property
+    def key(self) -> str: ...
+
+    async def sync(self) -> None: ...
+
+
+class NoCatalogue:
+    key = "0"
+
+    async def sync(self) -> None:
+        return None
 
 
 class RecommendationService:
@@ -89,8 +107,10 @@ class RecommendationService:
         observer: Observer | None = None,
         max_batch: int = 32,
         max_inflight: int = 2,
+        catalogue: Catalogue | None = None,
     ) -> None:
         self.registry = registry
+        self.catalogue: Catalogue = catalogue or NoCatalogue()
         self.cache = cache
         self.history = history
         self.config = config
@@ -116,6 +136,7 @@ class RecommendationService:
     async def recommend(self, req: RecommendRequest, request_id: str | None = None) -> Answer:
         started = time.perf_counter()
         k = self._clamp(req.k)
+        await self.catalogue.sync()  # an item added or retired on another replica counts from this request on
         if req.user_id is not None:
             stored = await self.history.get(req.user_id)
             items = stored.items + list(req.recent_items) if req.recent_items else stored.items
@@ -144,7 +165,7 @@ class RecommendationService:
 
         job = _Job(
             "rec", req.user_id if req.user_id is not None else "", hver, params, prepare, attempt,
-            request_id or uuid.uuid4().hex, started, user_id=req.user_id,
+            request_id or uuid.uuid4().hex, started, user_id=req.user_id, catalogue_version=self.catalogue.key,
         )  # fmt: skip
         answer = await self._first_answer(job, decision.chain, cfg)
         if answer is None:
@@ -154,6 +175,7 @@ class RecommendationService:
     async def similar(self, item_id: str, k: int, engine: str | None = None, request_id: str | None = None) -> Answer:
         started = time.perf_counter()
         k = self._clamp(k)
+        await self.catalogue.sync()
         cfg = self.config
         chain = [engine] if engine is not None else []
         chain += [n for n in SIMILAR_ORDER if n not in chain]
@@ -167,7 +189,7 @@ class RecommendationService:
 
         job = _Job(
             "sim", item_id, "-", params_hash({"k": k}), prepare, attempt, request_id or uuid.uuid4().hex, started,
-            item_id=item_id,
+            item_id=item_id, catalogue_version=self.catalogue.key,
         )  # fmt: skip
         answer = await self._first_answer(job, chain, cfg)
         if answer is not None:
@@ -196,7 +218,9 @@ class RecommendationService:
             if not self.guard.allow(name):
                 attempt.fail(name, "circuit_open", "circuit open")
                 continue
-            key = cache_key(job.kind, name, model.version, job.subject, job.history_version, job.params)
+            key = cache_key(
+                job.kind, name, model.version, job.subject, job.history_version, job.params, job.catalogue_version
+            )
             hit = await self.cache.get(key)
             self.observer.cache(self._backend(), hit is not None)
             if hit is not None:

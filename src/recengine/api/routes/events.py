@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import Response
 
-from recengine.api.deps import GatewayDep
+from recengine.api.deps import WRITE_RESPONSES, GatewayDep, WriteDep
 from recengine.api.schemas import EventIn, EventsResponse
 from recengine.errors import EventLogFull
 from recengine.serving.events import Event
@@ -66,11 +66,13 @@ def _n_rejected(errors: Sequence[Any]) -> int:
     "/events",
     response_model=EventsResponse,
     summary="Record one event or a batch (durable, idempotent by event_id)",
+    dependencies=[WriteDep],
     responses={
+        **WRITE_RESPONSES,
         503: {
             "description": "Nothing stored; retry after the Retry-After header: the event log is unavailable, or "
             "full of events not yet merged into a data set (type …/event-log-full)"
-        }
+        },
     },
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}},
 )
