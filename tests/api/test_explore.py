@@ -79,6 +79,16 @@ def test_an_unknown_user_has_no_history_and_gets_the_floor(client: TestClient) -
     ]
 
 
+def test_a_history_item_added_through_the_catalogue_has_its_title(client: TestClient) -> None:
+    item = {"title": "Brand New Thing", "categories": ["gadgets"]}
+    assert client.put("/api/v1/items/brand-new-1", json=item).status_code == 201
+    client.post("/api/v1/events", json={"user_id": "catalogue-fan", "item_id": "brand-new-1"})
+    body = client.get("/api/v1/users/catalogue-fan").json()
+    assert body["history"] == [
+        {"item_id": "brand-new-1", "position": 0, "title": "Brand New Thing", "categories": ["gadgets"], "known": True}
+    ]
+
+
 def test_routing_follows_the_runtime_switches(client: TestClient, known_user: str) -> None:
     from tests.api.gateway_helpers import ADMIN_KEY
 

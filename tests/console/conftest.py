@@ -23,6 +23,7 @@ from recengine.evaluation import evaluate
 from tests.api.gateway_helpers import ADMIN_KEY
 from tests.engines.conftest import TINY_TRAINING, fitted_engine
 
+WRITE_KEY = "console-write-key-0123456789"
 CHROMIUM = Path(os.environ.get("RECENGINE_CHROMIUM", "/usr/bin/chromium"))
 
 
@@ -61,7 +62,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def live(small_dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """uvicorn in a thread on a free port, serving popularity, EASE and a three-epoch transformer (a training
-    curve with more than one point)."""
+    curve with more than one point); writes (events, items) need ``WRITE_KEY``."""
     import uvicorn
 
     from recengine.api.app import create_app
@@ -81,6 +82,7 @@ def live(small_dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> It
             "artifacts_dir": str(root),
             "events_db": str(root / "events.sqlite3"),
             "admin_api_key": ADMIN_KEY,
+            "write_api_key": WRITE_KEY,
             "reload_poll_s": 0,
         },
         data={"dir": str(small_dataset.path)},

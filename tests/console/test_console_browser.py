@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.api.gateway_helpers import ADMIN_KEY
-from tests.console.conftest import Live
+from tests.console.conftest import WRITE_KEY, Live
 
 pytestmark = pytest.mark.browser
 
@@ -75,6 +75,11 @@ def test_a_user_their_lists_an_event_and_neighbours(page: Any, live: Live, tmp_p
     before = column_items(page, "transformer")
     page.click(f'.column[data-engine="transformer"] li[data-item="{before[0]}"] button')  # fills the event form
     assert page.input_value("#event-item") == before[0]
+    page.click("#event-submit")  # the server wants a write key: refused, nothing stored
+    page.wait_for_selector("#event-status.error")
+    assert "X-API-Key" in page.text_content("#event-status")
+    assert column_items(page, "transformer") == before
+    page.fill("#write-key", WRITE_KEY)
     page.click("#event-submit")
     page.wait_for_selector("#event-changes")
     assert "transformer" in page.text_content("#event-changes")

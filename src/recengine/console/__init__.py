@@ -25,6 +25,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 PAGES: dict[str, tuple[str, str, str]] = {
     "users": ("/ui", "Users", "users.html.j2"),
     "engines": ("/ui/engines", "Engines", "engines.html.j2"),
+    "catalogue": ("/ui/catalogue", "Catalogue", "catalogue.html.j2"),
 }
 
 _env = Environment(
@@ -61,6 +62,11 @@ async def users_page(request: Request) -> HTMLResponse:
 @router.get("/ui/engines", response_class=HTMLResponse)
 async def engines_page(request: Request) -> HTMLResponse:
     return render("engines", request)
+
+
+@router.get("/ui/catalogue", response_class=HTMLResponse)
+async def catalogue_page(request: Request) -> HTMLResponse:
+    return render("catalogue", request)
 
 
 def install(app: FastAPI) -> None:

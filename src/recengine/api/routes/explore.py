@@ -7,7 +7,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -16,12 +16,12 @@ from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
 from recengine.api.deps import GatewayDep
+from recengine.api.gateway import Gateway
 from recengine.api.schemas import EngineName
 from recengine.api.schemas_console import EngineMetricsResponse, StatsResponse, UserResponse, UsersResponse
 from recengine.errors import NotFound
 from recengine.observability.stats import Snapshot, collect, summarise
 from recengine.serving.history import SeedHistories
-from recengine.serving.registry import LoadedModel
 from recengine.serving.routing import decide
 
 router = APIRouter(prefix="/api/v1", tags=["explore"])
@@ -77,15 +77,36 @@ async def list_users(
     return _json({"users": users, "total": total})
 
 
-def _describe(models: list[LoadedModel], item_id: str) -> tuple[str | None, list[str] | None, bool]:
-    for model in models:
-        index = model.engine.item_ids.index(item_id)
-        if index:
-            catalog = model.engine.items
-            title = catalog.titles[index] if catalog.titles is not None else None
-            cats = catalog.categories[index] if catalog.categories is not None else None
-            return title or None, list(cats) if cats else None, True
-    return None, None, False
+Described = tuple[str | None, list[str] | None, bool]
+
+
+def _describer(gateway: Gateway) -> Callable[[str], Described]:
+    """(title, categories, known) of an item: the catalogue's record (items added through the API included), else
+    a served model's metadata."""
+    view = gateway.catalogue
+    if view is not None:
+
+        def from_catalogue(item_id: str) -> Described:
+            found = view.lookup(item_id)
+            if found is None:
+                return None, None, False
+            item = found[0]
+            return item.title or None, list(item.categories) or None, True
+
+        return from_catalogue
+    models = list(gateway.registry.models.values())
+
+    def from_models(item_id: str) -> Described:
+        for model in models:
+            index = model.engine.item_ids.index(item_id)
+            if index:
+                catalog = model.engine.items
+                title = catalog.titles[index] if catalog.titles is not None else None
+                cats = catalog.categories[index] if catalog.categories is not None else None
+                return title or None, list(cats) if cats else None, True
+        return None, None, False
+
+    return from_models
 
 
 @router.get("/users/{user_id}", response_model=UserResponse, summary="A user's history and the engine routing picks")
@@ -97,11 +118,13 @@ async def get_user(
     stored = await gateway.stores.history.get(user_id)
     items = stored.items
     decision = decide(gateway.service.config, user_id, len(items))
-    models = list(gateway.registry.models.values())
+    if gateway.catalogue is not None:
+        await gateway.catalogue.sync()
+    describe = _describer(gateway)
     shown = items[-limit:]
     history = []
     for position, item_id in enumerate(shown):
-        title, categories, known = _describe(models, item_id)
+        title, categories, known = describe(item_id)
         history.append(
             {"item_id": item_id, "position": position, "title": title, "categories": categories, "known": known}
         )

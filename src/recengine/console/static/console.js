@@ -464,11 +464,118 @@
     refresh().catch((err) => $("#stats").replaceChildren(el("p", { class: "error" }, err.message)));
   }
 
+  // ---- catalogue page ---------------------------------------------------------------------------------------
+  function cataloguePage() {
+    const k = Number(document.body.dataset.defaultK) || 10;
+    let current = null;
+
+    async function search() {
+      const status = $("#item-results-status");
+      const params = {
+        query: $("#item-query").value.trim(), category: $("#item-category").value.trim(),
+        available: $("#item-available").value, limit: 50,
+      };
+      try {
+        const b = await api("/items?" + q(params));
+        say(status, `${b.items.length} item${b.items.length === 1 ? "" : "s"} · catalogue version ${b.catalogue_version}`);
+        $("#item-results tbody").replaceChildren(...b.items.map((item) => el("tr", { dataset: { item: item.item_id } },
+          el("td", {}, el("button", { type: "button", class: "link", dataset: { item: item.item_id },
+            onclick: () => openItem(item.item_id) }, item.item_id)),
+          el("td", {}, item.title || "—"), el("td", {}, item.categories.join(", ") || "—"),
+          el("td", {}, item.available ? "yes" : "no"), el("td", {}, item.source))));
+      } catch (err) {
+        say(status, err.message, true);
+      }
+    }
+
+    async function openItem(itemId) {
+      current = itemId;
+      const panel = $("#item-panel");
+      panel.hidden = false;
+      $("#item-id").textContent = itemId;
+      say($("#item-status"), "");
+      const details = $("#item-details");
+      const list = $("#item-similar");
+      list.replaceChildren();
+      try {
+        const item = await api(`/items/${encodeURIComponent(itemId)}`);
+        const row = (label, value) => [el("dt", {}, label), el("dd", {}, value)];
+        details.replaceChildren(
+          ...row("title", item.title || "—"), ...row("categories", item.categories.join(", ") || "—"),
+          ...row("attributes", Object.keys(item.attributes).length ? JSON.stringify(item.attributes) : "—"),
+          ...row("available", item.available ? "yes" : "no"), ...row("source", item.source),
+        );
+        $("#item-retire").hidden = !item.available;
+      } catch (err) {
+        details.replaceChildren(el("dd", { class: "error" }, err.message));
+        $("#item-retire").hidden = true;
+        return;
+      }
+      try {
+        const b = await api(`/items/${encodeURIComponent(itemId)}/similar?` + q({ k }));
+        say($("#item-similar-meta"), `${b.engine} ${b.model_version} · ${fmt(b.took_ms, 1)} ms`);
+        for (const s of b.items) {
+          list.append(el("li", { dataset: { item: s.item_id } },
+            el("button", { type: "button", class: "link", onclick: () => openItem(s.item_id) }, itemLabel(s)),
+            " ", el("span", { class: "meta" }, [s.item_id, ...(s.categories || [])].join(" · "))));
+        }
+      } catch (err) {
+        say($("#item-similar-meta"), err.message, true);
+      }
+    }
+
+    $("#item-search-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      search();
+    });
+    $("#item-retire").addEventListener("click", async () => {
+      if (!current) return;
+      try {
+        await api(`/items/${encodeURIComponent(current)}`, { method: "DELETE", write: true });
+        say($("#item-status"), `${current} retired: no engine recommends it any more`);
+        $("#item-retire").hidden = true;
+        await search();
+      } catch (err) {
+        say($("#item-status"), err.message, true);
+      }
+    });
+    $("#item-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const status = $("#item-form-status");
+      const itemId = $("#new-item-id").value.trim();
+      let attributes = {};
+      const raw = $("#new-item-attributes").value.trim();
+      if (raw) {
+        try {
+          attributes = JSON.parse(raw);
+        } catch (_) {
+          return say(status, "attributes: not a JSON object", true);
+        }
+      }
+      const title = $("#new-item-title").value.trim();
+      const body = {
+        title: title || null,
+        categories: $("#new-item-categories").value.split(",").map((c) => c.trim()).filter(Boolean),
+        attributes,
+      };
+      try {
+        await api(`/items/${encodeURIComponent(itemId)}`, { method: "PUT", body, write: true });
+        say(status, `${itemId} saved`);
+        await openItem(itemId);
+      } catch (err) {
+        const fields = err.body && err.body.errors ? err.body.errors.map((e) => e.loc.join(".")).join(", ") : "";
+        say(status, fields ? `${err.message} (${fields})` : err.message, true);
+      }
+    });
+    search();
+  }
+
   // ---- start ------------------------------------------------------------------------------------------------
   document.addEventListener("DOMContentLoaded", async () => {
     const page = document.body.dataset.page;
     if (page === "users") usersPage();
     else if (page === "engines") enginesPage();
+    else if (page === "catalogue") cataloguePage();
     const reflect = setupAdminKey();
     if (adminKey()) {
       // A key kept from earlier in this tab: check it again before showing anything of admin.
