@@ -61,15 +61,15 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def live(small_dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    """uvicorn in a thread on a free port, serving popularity, EASE and a three-epoch transformer (a training
-    curve with more than one point); writes (events, items) need ``WRITE_KEY``."""
+    """uvicorn in a thread on a free port, serving popularity, EASE, the neural engine and a three-epoch transformer
+    (a training curve with more than one point); writes (events, items) need ``WRITE_KEY``."""
     import uvicorn
 
     from recengine.api.app import create_app
     from recengine.settings import load_settings
 
     root = tmp_path_factory.mktemp("console-artifacts")
-    for name in ("popularity", "ease", "transformer"):
+    for name in ("popularity", "ease", "transformer", "neural"):
         training = TINY_TRAINING.model_copy(update={"epochs": 3}) if name == "transformer" else None
         engine = fitted_engine(name, small_dataset, root / "mlruns", training=training)
         # What `recengine train` adds: the test figures the engines view shows.

@@ -53,7 +53,7 @@ def test_a_user_their_lists_an_event_and_neighbours(page: Any, live: Live, tmp_p
     user = long_history_user(live)
     open_user(page, live, user)
     # Every loaded engine has a column with a list, and the router's own answer is there too.
-    for engine in ("router", "popularity", "ease", "transformer"):
+    for engine in ("router", "popularity", "ease", "transformer", "neural"):
         assert len(column_items(page, engine)) == 10, engine
     assert page.text_content("#routing-engine") == "transformer"
     assert "rule:long_history" in page.text_content("#routing")

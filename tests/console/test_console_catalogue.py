@@ -43,6 +43,9 @@ def test_catalogue_search_neighbours_add_and_retire(page: Any, live: Live, tmp_p
     page.click("#item-save")
     page.wait_for_selector("#item-id:text-is('console-new-1')")
     page.wait_for_selector("#item-details dd:has-text('Console Test Item')")
+    # The neural engine placed it from its metadata at once: it has neighbours, in its category mostly.
+    page.wait_for_selector("#item-similar li[data-item]")
+    assert "neural" in page.text_content("#item-similar-meta")
     page.fill("#item-query", "console-new")
     page.click("#item-search")
     page.wait_for_selector('#item-results tr[data-item="console-new-1"]')
