@@ -133,7 +133,9 @@ async def test_scan_returns_one_experiments_rows_only(store: ImpressionStore) ->
 
 async def test_retention_drops_old_rows_and_keeps_young_ones(open_store: OpenStore) -> None:
     store = open_store(retain_s=3600.0)
-    await store.add([imp("old", ts=-7200, experiment="x", arm="ease"), imp("young", ts=-60, experiment="x", arm="ease")])
+    await store.add(
+        [imp("old", ts=-7200, experiment="x", arm="ease"), imp("young", ts=-60, experiment="x", arm="ease")]
+    )
     await store.attribute([att("e-old", "old", ts=-7100), att("e-young", "young", ts=-30)])
     await store.trim()
     imps, attrs = await store.scan("x")
