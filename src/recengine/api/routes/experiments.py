@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Query
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
@@ -114,9 +115,16 @@ async def experiment_readout(
         str | None,
         Query(min_length=1, max_length=128, description="Default: the configured routing.experiment.name."),
     ] = None,
-    k: Annotated[int, Query(ge=1, le=1000, description="The K of online HR@K.")] = 10,
+    k: Annotated[int, Query(ge=1, le=10_000, description="The K of online HR@K; at most serving.max_k.")] = 10,
 ) -> Response:
+    max_k = gateway.settings.serving.max_k
+    if k > max_k:
+        raise RequestValidationError(
+            [{"loc": ("query", "k"), "msg": f"Input should be less than or equal to {max_k} (serving.max_k)"}]
+        )
     if gateway.attribution is None:
         raise NotFound("impressions are not recorded (serving.impressions = false): there is nothing to read out")
+    if gateway.attribution.recorder is not None:
+        await gateway.attribution.recorder.flush()  # this worker's latest answers count
     body = await report(gateway.attribution.store, gateway.settings.routing.experiment, experiment, k)
     return Response(orjson.dumps(body), media_type="application/json")
