@@ -82,8 +82,7 @@ def test_an_interleaving_report_shows_wins_ties_losses_and_the_sign_test(tmp_pat
     fill(SqliteImpressionStore(db), mixed, clicks)
     cfg = config(
         tmp_path,
-        f'[serving]\nimpressions_db = "{db}"\n[routing.experiment]\nname = "exp"\nmode = "interleave"\n'
-        "weights = { ease = 1.0, neural = 1.0 }\n",
+        f'[serving]\nimpressions_db = "{db}"\n[routing.experiment]\nname = "exp"\ninterleave = ["ease", "neural"]\n',
     )
     code, output = run("experiments", "report", "--config", cfg)
     assert code == 0, output

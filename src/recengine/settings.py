@@ -16,11 +16,13 @@ from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
     ValidationError,
+    WithJsonSchema,
     field_serializer,
     field_validator,
     model_validator,
@@ -277,24 +279,39 @@ class ServingSettings(_Section):
         return self.impressions_db or self.events_db_path.with_name("impressions.sqlite3")
 
 
+def _interleave_pair(engines: list[str]) -> list[str]:
+    unknown = [e for e in engines if e not in ENGINE_NAMES]
+    if unknown:
+        raise ValueError(f"unknown engine(s) {unknown}: expected {', '.join(ENGINE_NAMES)}")
+    if len(engines) not in (0, 2) or len(set(engines)) != len(engines):
+        raise ValueError("two different engines to interleave, or [] for none (split mode)")
+    return engines
+
+
+_INTERLEAVE_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {"enum": list(ENGINE_NAMES)},
+    "anyOf": [{"maxItems": 0}, {"minItems": 2, "maxItems": 2}],
+    "uniqueItems": True,
+}
+
+
 class ExperimentSettings(_Section):
     name: str = Field(default="default", min_length=1, max_length=128)
     weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     """Engine name → traffic share (≥ 0); empty, or all 0, means no experiment (rules decide). The first arm is
     the control of the readout."""
-    mode: Literal["split", "interleave"] = "split"
-    """``split``: each user gets one arm's engine (A/B). ``interleave``: every answer interleaves the two engines of
-    ``weights`` (team draft; their values only need to be > 0) and credits each item to the engine that placed it."""
+    interleave: Annotated[list[str], AfterValidator(_interleave_pair), WithJsonSchema(_INTERLEAVE_SCHEMA)] = Field(
+        default_factory=list
+    )
+    """Two different engines: the experiment runs in ``interleave`` mode — every known user's answer interleaves
+    their lists (team draft) and credits each item to the engine that placed it; ``weights`` is then not used.
+    Empty (the default): ``split`` mode, each user gets one arm of ``weights``. One self-contained key, so that
+    switching the mode can never contradict another setting."""
 
-    @model_validator(mode="after")
-    def _two_engines_to_interleave(self) -> ExperimentSettings:
-        if self.mode == "interleave":
-            arms = [name for name, w in self.weights.items() if w > 0]
-            if len(arms) != 2:
-                raise ValueError(
-                    f"mode = 'interleave' needs exactly two engines with a weight > 0 in weights, got {arms}"
-                )
-        return self
+    @property
+    def mode(self) -> Literal["split", "interleave"]:
+        return "interleave" if self.interleave else "split"
 
 
 class RoutingSettings(_Section):
@@ -491,7 +508,7 @@ RUNTIME_KEYS: tuple[str, ...] = (
     "routing.fallback",
     "routing.experiment.name",
     "routing.experiment.weights",
-    "routing.experiment.mode",
+    "routing.experiment.interleave",
     "cache.ttl_s",
     "serving.engine_timeout_ms",
 )

@@ -177,7 +177,7 @@ def test_the_readout_of_a_scripted_experiment_equals_a_hand_count(
 def test_interleaving_credits_each_item_to_its_engine_and_reads_out_wins(
     make_settings: Callable[..., Settings], backend: dict[str, Any], small_dataset: Dataset
 ) -> None:
-    with experiment_app(make_settings, backend, mode="interleave") as c:
+    with experiment_app(make_settings, backend, interleave=["ease", "popularity"]) as c:
         name = c.app.state.gateway.settings.routing.experiment.name  # type: ignore[attr-defined]
         u1, u2, u3 = small_dataset.users.ids[1:4]
         answers = {u: recommend(c, u, 6) for u in (u1, u2, u3)}
@@ -213,7 +213,7 @@ def test_interleaving_credits_each_item_to_its_engine_and_reads_out_wins(
 
 
 def test_interleaving_needs_both_engines(make_settings: Callable[..., Settings], small_dataset: Dataset) -> None:
-    with experiment_app(make_settings, {}, mode="interleave") as c:
+    with experiment_app(make_settings, {}, interleave=["ease", "popularity"]) as c:
         patched = c.patch("/api/v1/admin/config", headers=AUTH, json={"engines.ease.enabled": False})
         assert patched.status_code == 200
         body = recommend(c, small_dataset.users.ids[1])
@@ -300,15 +300,29 @@ def test_the_readout_is_an_admin_route_and_names_what_it_cannot_find(client: Tes
 @pytest.mark.parametrize(
     ("patch", "field"),
     [
-        ({"routing.experiment.mode": "bogus"}, "body.routing.experiment.mode"),
-        ({"routing.experiment.mode": "interleave", "routing.experiment.weights": {"ease": 1.0}}, "body.routing"),
-        ({"routing": {"experiment": {"mode": 1}}}, "body.routing.experiment.mode"),
+        ({"routing.experiment.interleave": ["ease"]}, "body.routing.experiment.interleave"),
+        ({"routing.experiment.interleave": ["ease", "ease"]}, "body.routing.experiment.interleave"),
+        ({"routing.experiment.interleave": ["ease", "bert"]}, "body.routing.experiment.interleave"),
+        ({"routing": {"experiment": {"interleave": "ease"}}}, "body.routing.experiment.interleave"),
+        ({"routing.experiment.mode": "interleave"}, "body.routing.experiment.mode"),  # derived: not a setting
     ],
 )
-def test_a_bad_experiment_mode_is_refused_and_changes_nothing(client: TestClient, patch: Any, field: str) -> None:
+def test_a_bad_interleave_setting_is_refused_and_changes_nothing(client: TestClient, patch: Any, field: str) -> None:
     assert_problem(client.patch("/api/v1/admin/config", headers=AUTH, json=patch), 422, field)
     values = client.get("/api/v1/admin/config", headers=AUTH).json()["values"]
-    assert values["routing.experiment.mode"] == "split" and values["routing.experiment.weights"] == {}
+    assert values["routing.experiment.interleave"] == [] and values["routing.experiment.weights"] == {}
+
+
+def test_interleaving_is_switched_on_and_off_at_run_time(client: TestClient, small_dataset: Dataset) -> None:
+    user = small_dataset.users.ids[1]
+    on = client.patch(
+        "/api/v1/admin/config", headers=AUTH, json={"routing.experiment.interleave": ["popularity", "ease"]}
+    )
+    assert on.status_code == 200, on.text
+    assert recommend(client, user)["engine"] == "interleave"
+    assert readout(client)["mode"] == "interleave"
+    off = client.patch("/api/v1/admin/config", headers=AUTH, json={"routing": {"experiment": {"interleave": []}}})
+    assert off.status_code == 200 and recommend(client, user)["engine"] != "interleave"
 
 
 def test_the_schema_documents_the_new_fields_and_route(client: TestClient) -> None:

@@ -23,8 +23,7 @@ SPLIT = RuntimeConfig(enabled=ENABLED, experiment_name="x", experiment_weights={
 INTERLEAVE = RuntimeConfig(
     enabled=ENABLED,
     experiment_name="x",
-    experiment_weights={"ease": 1.0, "transformer": 1.0},
-    experiment_mode="interleave",
+    experiment_interleave=("ease", "transformer"),
     engine_timeout_ms=200,
 )
 

@@ -166,7 +166,7 @@ def _attribution(settings: Settings, stores: Stores) -> tuple[ImpressionRecorder
         from recengine.observability import metrics
 
         on_record, on_attributed = metrics.record_impression, metrics.record_attributed
-        metrics.set_experiment_arms(settings.routing.experiment.weights, settings.routing.experiment.mode)
+        metrics.set_experiment_arms(settings.routing.experiment)
     store = open_impression_store(serving, stores.redis)
     recorder = ImpressionRecorder(store, on_record=on_record)
     return recorder, Attributor(store, recorder, serving.attribution_window_s, on_attributed)

@@ -48,7 +48,7 @@ class Gateway:
         if settings.observability.metrics:
             from recengine.observability import metrics
 
-            metrics.set_experiment_arms(settings.routing.experiment.weights, settings.routing.experiment.mode)
+            metrics.set_experiment_arms(settings.routing.experiment)
 
     async def share_overrides(self) -> None:
         """Store the overrides in Redis, where the other workers and replicas pick them up on their next sync."""

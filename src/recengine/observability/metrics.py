@@ -21,7 +21,7 @@ raising on I/O — only on a programming error such as an unknown outcome name, 
 - ``set_event_log_backlog(unmerged, limit)``: events not yet merged into a data set, and the cap on them;
 - ``set_dependency_up(name, up)``: reachability of a backing service (``redis``);
 - ``record_impression(engine, arm)`` / ``record_attributed(engine, arm)``: an answer recorded as an impression, an
-  event credited to one (``arm`` ``none`` outside an experiment); ``set_experiment_arms(weights, mode)``: which arm
+  event credited to one (``arm`` ``none`` outside an experiment); ``set_experiment_arms(experiment)``: which arm
   is the control (``recengine_experiment_control``), for the CTR alert;
 - ``metrics_response() -> (body, content_type)``: the ``/metrics`` payload, single- or multi-process;
 - ``prepare_multiprocess_dir()`` / ``mark_worker_exit()``: multi-worker set-up and worker shutdown.
@@ -57,7 +57,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -70,6 +70,9 @@ from prometheus_client import (
 )
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+if TYPE_CHECKING:
+    from recengine.settings import ExperimentSettings
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 # prometheus_client opens this process's files as soon as an unlabelled metric is built (below), so a configured
@@ -337,10 +340,10 @@ def record_attributed(engine: str, arm: str | None) -> None:
 _arms: set[str] = set()
 
 
-def set_experiment_arms(weights: dict[str, float], mode: str) -> None:
+def set_experiment_arms(experiment: ExperimentSettings) -> None:
     """Publish which arm is the control: the first with a positive weight of a split experiment (none for an
     interleaving one)."""
-    arms = [name for name, w in weights.items() if w > 0] if mode == "split" else []
+    arms = [name for name, w in experiment.weights.items() if w > 0] if experiment.mode == "split" else []
     with _versions_lock:
         for arm in _arms - set(arms):
             EXPERIMENT_CONTROL.labels(arm).set(0)

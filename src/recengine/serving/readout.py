@@ -213,23 +213,23 @@ async def report(
     name = experiment or configured.name
     impressions, attributions = await store.scan(name)
     is_current = name == configured.name
-    engines = [arm for arm, w in configured.weights.items() if w > 0] if is_current else []
+    split = is_current and configured.mode == "split"
+    arms = [arm for arm, w in configured.weights.items() if w > 0] if split else []
     if not is_current and not impressions:
         known = await store.experiments()
         raise NotFound(
             f"no impressions retained for experiment {name!r} and it is not the configured one "
             f"({configured.name!r}); experiments with impressions: {', '.join(known) or 'none'}"
         )
-    mode = (
-        configured.mode if is_current else ("interleave" if any(i.arm == INTERLEAVE for i in impressions) else "split")
-    )
+    seen_interleaved = any(i.arm == INTERLEAVE for i in impressions)
+    mode = configured.mode if is_current else ("interleave" if seen_interleaved else "split")
     out = readout(
         impressions,
         attributions,
         experiment=name,
-        arms=engines if mode == "split" else (),
+        arms=arms,
         k=k,
-        interleave_engines=engines if mode == "interleave" else (),
+        interleave_engines=configured.interleave if is_current else (),
     )
     return {
         "experiment": name,

@@ -5,9 +5,9 @@ Order of decision:
 1. an explicit ``engine`` in the request, when that engine is enabled;
 2. the experiment: a weighted split on stable hashes of (experiment name, user id, arm) — the same user lands in the
    same arm on every request, every worker and every replica, and changing the weights moves as few users as the
-   new shares allow (weighted rendezvous hashing, see :func:`assign`). In ``interleave`` mode there are no arms:
-   every user's answer merges the experiment's two engines (team draft, ``serving/interleave.py``), when both are
-   enabled;
+   new shares allow (weighted rendezvous hashing, see :func:`assign`). In ``interleave`` mode (``interleave`` names two
+   engines) there are no arms: every user's answer merges the two engines' (team draft, ``serving/interleave.py``),
+   when both are enabled;
 3. the rules: no history → the floor (popularity); a history shorter than ``short_history`` → the short-history
    engine (neural); longer → the long-history engine (transformer) — the roles of ``engines.ENGINES``.
 
@@ -44,7 +44,8 @@ class RuntimeConfig:
     fallback: tuple[str, ...] = tuple(_default(RoutingSettings, "fallback"))
     experiment_name: str = _default(ExperimentSettings, "name")
     experiment_weights: Mapping[str, float] = field(default_factory=dict)
-    experiment_mode: str = _default(ExperimentSettings, "mode")
+    experiment_interleave: tuple[str, ...] = ()
+    """Two engines: interleave their answers for every known user (``routing.experiment.interleave``)."""
     cache_ttl_s: float = _default(CacheSettings, "ttl_s")
     engine_timeout_ms: float = _default(ServingSettings, "engine_timeout_ms")
 
@@ -104,8 +105,8 @@ def decide(cfg: RuntimeConfig, user_id: str | None, history_len: int, requested:
         if cfg.is_enabled(requested) or requested == FLOOR:
             return Decision(requested, "explicit", _chain(cfg, requested))
         note = f"requested engine {requested!r} is disabled"
-    if user_id is not None and cfg.experiment_mode == "interleave":
-        pair = [name for name, w in cfg.experiment_weights.items() if w > 0]
+    if user_id is not None and cfg.experiment_interleave:
+        pair = list(cfg.experiment_interleave)
         if len(pair) == 2 and all(cfg.is_enabled(name) for name in pair):
             return Decision(
                 pair[0], f"interleave:{cfg.experiment_name}", _chain(cfg, pair[0]), note, (pair[0], pair[1])
