@@ -9,6 +9,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -341,3 +342,16 @@ def test_the_schema_documents_the_new_fields_and_route(client: TestClient) -> No
     assert {"200", "401", "403", "404", "422"} <= set(route["responses"])
     readout_schema = components["ExperimentReadout"]
     assert {"arms", "interleave", "methods", "control"} <= set(readout_schema["properties"])
+
+
+def test_with_impressions_off_answers_keep_their_ids_and_nothing_is_read_out(
+    make_settings: Callable[..., Settings], small_dataset: Dataset, tmp_path: Path
+) -> None:
+    settings = make_settings(serving={"impressions": False, "impressions_db": str(tmp_path / "imp.sqlite3")})
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        body = recommend(c, small_dataset.users.ids[1])
+        assert len(body["recommendation_id"]) == 32
+        event = {"user_id": small_dataset.users.ids[1], "item_id": body["items"][0]["item_id"]}
+        assert post(c, event)["attributed"] is None
+        assert_problem(c.get("/api/v1/admin/experiments", headers=AUTH), 404, "serving.impressions")
+    assert not (tmp_path / "imp.sqlite3").exists()

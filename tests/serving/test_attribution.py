@@ -207,3 +207,17 @@ async def test_try_attribute_turns_a_store_outage_into_none() -> None:
     with pytest.raises(StorageUnavailable):
         await attributor.attribute([ev("e1", "a")], [None])
     assert await attributor.try_attribute([ev("e1", "a")], [None]) is None
+
+
+async def test_the_recorder_loop_writes_and_trims_to_the_retention() -> None:
+    store = MemoryImpressionStore(retain_s=3600)
+    await store.add([shown("old", -7200)])
+    recorder = ImpressionRecorder(store, trim_every_s=0.0)
+    recorder.start()
+    recorder.record(answer("new"))
+    for _ in range(50):
+        await asyncio.sleep(0.05)
+        if await store.get("new") is not None and await store.get("old") is None:
+            break
+    await recorder.close()
+    assert await store.get("new") is not None and await store.get("old") is None

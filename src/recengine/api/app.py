@@ -159,14 +159,14 @@ def create_app(
 def _attribution(settings: Settings, stores: Stores) -> tuple[ImpressionRecorder | None, Attributor | None]:
     """The impression recorder and the attributor over the impression store (none when impressions are off)."""
     serving = settings.serving
-    if not serving.impressions:
-        return None, None
     on_record = on_attributed = None
     if settings.observability.metrics:
         from recengine.observability import metrics
 
         on_record, on_attributed = metrics.record_impression, metrics.record_attributed
         metrics.set_experiment_arms(settings.routing.experiment)
+    if not serving.impressions:
+        return None, None
     store = open_impression_store(serving, stores.redis)
     recorder = ImpressionRecorder(store, on_record=on_record)
     return recorder, Attributor(store, recorder, serving.attribution_window_s, on_attributed)

@@ -11,6 +11,10 @@ Both kinds of request walk their chain of engines in one loop (:meth:`Recommenda
 engine that is switched off, not loaded or behind an open circuit, answer from the cache when it can, else call the
 engine through the guard (``serving/guard.py``: own threads, time budget, breaker) and move on when it fails. The
 floor ends every chain and has no deadline, so something always comes back.
+
+Every answer gets a ``recommendation_id`` (and, when the experiment chose the engine, its name and arm) and is handed
+to the impression recorder (``serving/attribution.py``: a queue append). In an interleave experiment both engines
+answer the same request through that loop and :func:`~recengine.serving.interleave.interleave_items` merges them.
 """
 
 from __future__ import annotations
