@@ -221,3 +221,16 @@ async def test_the_recorder_loop_writes_and_trims_to_the_retention() -> None:
             break
     await recorder.close()
     assert await store.get("new") is not None and await store.get("old") is None
+
+
+class HangingStore(MemoryImpressionStore):
+    async def recent(self, user_id: str, since: float) -> list[Impression]:
+        await asyncio.sleep(5)
+        return []
+
+
+async def test_a_hanging_store_costs_an_event_request_at_most_the_timeout() -> None:
+    attributor = Attributor(HangingStore(), None, 600.0, timeout_s=0.2)
+    started = time.perf_counter()
+    assert await attributor.try_attribute([ev("e1", "a")], [None]) is None
+    assert time.perf_counter() - started < 1.0

@@ -40,6 +40,10 @@ MAX_BATCH = 500
 #: An impression may carry a time up to this much after the event's: client clocks differ from the server's.
 CLOCK_SKEW_S = 60.0
 WARN_EVERY_S = 60.0
+#: The most an event request waits for attribution (a slow impression store must not hold events back).
+ATTRIBUTE_TIMEOUT_S = 2.0
+#: The most attribution waits for this worker's queued answers to be written first.
+FLUSH_WAIT_S = 1.0
 
 Hook = Callable[[str, str | None], None]
 """``hook(engine, arm)``: an impression recorded / an event attributed (the Prometheus counters)."""
@@ -168,18 +172,23 @@ class Attributor:
         recorder: ImpressionRecorder | None,
         window_s: float,
         on_attributed: Hook | None = None,
+        timeout_s: float = ATTRIBUTE_TIMEOUT_S,
     ) -> None:
         self.store = store
         self.recorder = recorder
         self.window_s = window_s
         self.on_attributed = on_attributed
+        self.timeout_s = timeout_s
         self._warn = _Throttled()
 
     async def attribute(self, events: Sequence[Event], recommendation_ids: Sequence[str | None]) -> int:
         """Credit each event to the impression it answers, if any; returns how many events are attributed (a
         retry of the same events answers the same). Raises StorageUnavailable."""
         if self.recorder is not None:
-            await self.recorder.flush()  # this worker's latest answers are visible before their clicks
+            # This worker's latest answers are visible before their clicks. Shielded: a flush that takes too long
+            # goes on writing in the background instead of losing the batch it holds.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.recorder.flush()), FLUSH_WAIT_S)
         by_user: dict[str, list[tuple[Event, str | None]]] = {}
         for event, rid in zip(events, recommendation_ids, strict=True):
             by_user.setdefault(event.user_id, []).append((event, rid))
@@ -236,9 +245,12 @@ class Attributor:
         )
 
     async def try_attribute(self, events: Sequence[Event], recommendation_ids: Sequence[str | None]) -> int | None:
-        """:meth:`attribute`, but a store that is down costs the answer its count (None), never the request."""
+        """:meth:`attribute` within ``timeout_s``, but a store that is down or slow costs the answer its count
+        (None), never the request."""
         try:
-            return await self.attribute(events, recommendation_ids)
+            return await asyncio.wait_for(self.attribute(events, recommendation_ids), self.timeout_s)
+        except TimeoutError:
+            self._warn.warn("events not attributed: the impression store took over %g s", self.timeout_s)
         except StorageUnavailable as exc:
             self._warn.warn("events not attributed: %s", exc)
         except Exception:
