@@ -1,4 +1,4 @@
-"""Cost of the transformer's full-softmax loss: the fused ``full_softmax_ce`` (``engines/transformer/loss.py``) against
+"""Cost of the transformer's full-softmax loss: the fused ``full_softmax_ce`` (``engines/softmax.py``) against
 the same loss through ``log_softmax`` on the logits (what ``F.cross_entropy`` does for soft targets).
 
 One training step (encode → loss → backward; ``SASRec.loss`` with the engine's default targets, the next ``ahead``

@@ -4,8 +4,13 @@
     python benchmarks/quality.py --engines popularity ease --datasets beauty
 
 Leave-one-out by time, full ranking over all items, history excluded (``recengine.evaluation``). Each (data set,
-engine) pair runs in its own subprocess so that its peak memory (max RSS) is its own. Figures go to
-``benchmarks/results/quality.md``, with the machine, the command and the date. Never run in CI: it reads
+engine, seed) runs in its own subprocess so that its peak memory (max RSS) is its own. Every configuration choice
+inside a run (epochs, λ) is made on the validation split; the final model is then scored once on validation and once
+on test, and both are reported. Engines trained by gradient descent run once per ``--seeds`` seed (the training
+seed: initialisation, batches, dropout); the closed-form ones are deterministic and run once. The table shows mean ±
+standard deviation over seeds. Rows are stored per seed in quality.json as soon as each finishes, so an interrupted
+run resumes with ``--resume`` (rows already measured at this commit are kept, not re-run). Figures go to
+``benchmarks/results/quality.md``, with the machine, the command, the commit and the date. Never run in CI: it reads
 ``$RECENGINE_BENCH_DATA`` (default ``../shared/data``), whose terms forbid copying it into the repository.
 """
 
@@ -33,6 +38,10 @@ DATASETS = {
     "ml-100k": ("ml-100k/u.data", "movielens", "ml-100k/u.item"),
 }
 ENGINES = ("popularity", "ease", "ease@100", "transformer", "neural")
+#: Engines whose result depends on the training seed (the others are closed-form: one run stands for every seed).
+SEEDED = ("transformer", "neural")
+#: The shipped ``training.seed``: rows measured before seeds were recorded used it.
+DEFAULT_SEED = 42
 # Variants: a row name → (engine, settings overrides). ease@100 pins λ to the reference's value, to check that our
 # split and evaluator reproduce the reference EASE figure; the plain "ease" row picks λ on validation as shipped.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"ease@100": ("ease", {"lambdas": [100.0]})}
@@ -120,8 +129,8 @@ def test_curve_callback(dataset: Any) -> Any:
     return TestCurve()
 
 
-def run_one(dataset_name: str, engine_name: str) -> dict[str, Any]:
-    """Runs inside the child process: prepare, fit, evaluate, time."""
+def run_one(dataset_name: str, engine_name: str, seed: int = DEFAULT_SEED) -> dict[str, Any]:
+    """Runs inside the child process: prepare, fit (choosing on validation), evaluate on validation and test, time."""
     import torch
 
     from recengine.evaluation import evaluate
@@ -129,6 +138,7 @@ def run_one(dataset_name: str, engine_name: str) -> dict[str, Any]:
     from recengine.training.run import fit
 
     settings = load_settings(None)
+    settings = settings.model_copy(update={"training": settings.training.model_copy(update={"seed": seed})})
     t0 = time.perf_counter()
     dataset = load_dataset(dataset_name)
     prep_s = time.perf_counter() - t0
@@ -140,6 +150,7 @@ def run_one(dataset_name: str, engine_name: str) -> dict[str, Any]:
         extra = {"callbacks": [curve]} if curve is not None else {}
         engine = fit(base, dataset, section, settings.training, Path(tmp), **extra)
         fit_s = time.perf_counter() - t0 - (curve.excluded if curve is not None else 0.0)
+    valid = evaluate(engine.score, dataset, split="valid", ks=(10, 20))
     t0 = time.perf_counter()
     metrics = evaluate(engine.score, dataset, split="test", ks=(10, 20))
     eval_s = time.perf_counter() - t0
@@ -147,7 +158,9 @@ def run_one(dataset_name: str, engine_name: str) -> dict[str, Any]:
     row: dict[str, Any] = {
         "dataset": dataset_name,
         "engine": engine_name,
+        "seed": seed,
         **{k: metrics[k] for k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr@10", "coverage@10")},
+        **{f"valid_{k}": valid[k] for k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20")},
         "n_users": metrics["n_users"],
         "prepare_s": prep_s,
         "fit_s": fit_s,
@@ -177,30 +190,73 @@ def fmt(value: Any, digits: int = 4) -> str:
     return "—" if value is None else str(value)
 
 
+def seed_of(row: dict[str, Any]) -> int:
+    return int(row.get("seed", DEFAULT_SEED))
+
+
+def mean_sd(rows: list[dict[str, Any]], key: str, digits: int = 4) -> str:
+    """``mean ± sd`` over the rows that have ``key`` (sd over seeds, n − 1; a single run shows its value alone)."""
+    values = [float(r[key]) for r in rows if r.get(key) is not None]
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def grouped(rows: list[dict[str, Any]]) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["engine"]), []).append(r)
+    order = sorted(groups, key=lambda k: (list(DATASETS).index(k[0]), ENGINES.index(k[1])))
+    return [(ds, e, sorted(groups[(ds, e)], key=seed_of)) for ds, e in order]
+
+
 def write_markdown(rows: list[dict[str, Any]], command: str, out: Path) -> None:
     lines = [
         "# Quality benchmark",
         "",
         *provenance_lines(command),
-        "- rows not re-run by that command are kept from earlier runs: each row's own commit is in the table, its"
+        "- rows not re-run by that command are kept from earlier runs: each row's own commit is in the tables, its"
         " command and date in quality.json",
-        "- protocol: leave-one-out by time, full ranking over all items, history excluded, test split; ties in scores",
-        "  broken uniformly at random in expectation (see `recengine.evaluation`)",
+        "- protocol: leave-one-out by time, full ranking over all items, history excluded; ties in scores broken"
+        " uniformly at random in expectation (see `recengine.evaluation`)",
+        "- selection (epochs, λ) on the validation split only; the selected model is scored once on validation and once"
+        " on test. Seeded engines (transformer, neural): mean ± sd over the seeds listed (training.seed); popularity"
+        " and EASE are closed-form (one run)",
         "- peak RSS is the max resident memory of the process that prepared, trained and evaluated that one row",
         "- latency: one `recommend(k=10)` call for one history, one thread, 300 test users",
         "",
-        "| data set | engine | HR@10 | NDCG@10 | HR@20 | NDCG@20 | coverage@10 | fit s | eval s | peak RSS GB"
-        " | latency p50 / p99 ms | training | commit |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| data set | engine | seeds | valid NDCG@10 | valid HR@10 | test HR@10 | test NDCG@10 | test HR@20 |"
+        " test NDCG@20 | coverage@10 | fit s | peak RSS GB | latency p50 / p99 ms | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        training = ", ".join(f"{k}={fmt(v, 3)}" for k, v in r.get("training", {}).items())
+    for ds, engine, group in grouped(rows):
+        seeds = ", ".join(str(seed_of(r)) for r in group) if engine in SEEDED else "—"
+        commits = ", ".join(sorted({str(r.get("commit", "not recorded")) for r in group}))
         lines.append(
-            f"| {r['dataset']} | {r['engine']} | {fmt(r['hr@10'])} | {fmt(r['ndcg@10'])} | {fmt(r['hr@20'])} | "
-            f"{fmt(r['ndcg@20'])} | {fmt(r['coverage@10'], 3)} | {fmt(r['fit_s'], 1)} | {fmt(r['eval_s'], 1)} | "
-            f"{fmt(r['peak_rss_gb'], 2)} | {fmt(r['latency_p50_ms'], 2)} / {fmt(r['latency_p99_ms'], 2)} | "
-            f"{training} | {r.get('commit', 'not recorded')} |"
+            f"| {ds} | {engine} | {seeds} | {mean_sd(group, 'valid_ndcg@10')} | {mean_sd(group, 'valid_hr@10')} | "
+            f"{mean_sd(group, 'hr@10')} | {mean_sd(group, 'ndcg@10')} | {mean_sd(group, 'hr@20')} | "
+            f"{mean_sd(group, 'ndcg@20')} | {mean_sd(group, 'coverage@10', 3)} | {mean_sd(group, 'fit_s', 1)} | "
+            f"{mean_sd(group, 'peak_rss_gb', 2)} | {mean_sd(group, 'latency_p50_ms', 2)} / "
+            f"{mean_sd(group, 'latency_p99_ms', 2)} | {commits} |"
         )
+    lines += [
+        "",
+        "## Each run",
+        "",
+        "| data set | engine | seed | valid NDCG@10 | test HR@10 | test NDCG@10 | fit s | eval s | training | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for ds, engine, group in grouped(rows):
+        for r in group:
+            training = ", ".join(f"{k}={fmt(v, 3)}" for k, v in r.get("training", {}).items())
+            seed = seed_of(r) if engine in SEEDED else "—"
+            lines.append(
+                f"| {ds} | {engine} | {seed} | {fmt(r.get('valid_ndcg@10'))} | {fmt(r['hr@10'])} | "
+                f"{fmt(r['ndcg@10'])} | {fmt(r['fit_s'], 1)} | {fmt(r['eval_s'], 1)} | {training} | "
+                f"{r.get('commit', 'not recorded')} |"
+            )
     lines += [
         "",
         "## Reference figures (../shared/data/README.md, same protocol)",
@@ -208,10 +264,10 @@ def write_markdown(rows: list[dict[str, Any]], command: str, out: Path) -> None:
         "| data set | model | HR@10 | NDCG@10 | HR@20 | NDCG@20 | ours − reference (NDCG@10) |",
         "|---|---|---|---|---|---|---|",
     ]
-    ours = {(r["dataset"], r["engine"]): r for r in rows}
+    ours = {(ds, e): float(np.mean([r["ndcg@10"] for r in g])) for ds, e, g in grouped(rows)}
     for (ds, model), ref in REFERENCE.items():
         mine = ours.get((ds, model))
-        delta = f"{(mine['ndcg@10'] - ref['ndcg@10']) / ref['ndcg@10'] * 100:+.1f} %" if mine else "—"
+        delta = f"{(mine - ref['ndcg@10']) / ref['ndcg@10'] * 100:+.1f} %" if mine is not None else "—"
         lines.append(
             f"| {ds} | {model} | {ref['hr@10']:.4f} | {ref['ndcg@10']:.4f} | {ref['hr@20']:.4f} | "
             f"{ref['ndcg@20']:.4f} | {delta} |"
@@ -219,49 +275,62 @@ def write_markdown(rows: list[dict[str, Any]], command: str, out: Path) -> None:
     write_report(out, "\n".join(lines) + "\n")
 
 
+def key_of(row: dict[str, Any]) -> tuple[str, str, int]:
+    return (row["dataset"], row["engine"], seed_of(row) if row["engine"] in SEEDED else DEFAULT_SEED)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[DEFAULT_SEED, DEFAULT_SEED + 1, DEFAULT_SEED + 2])
+    parser.add_argument("--resume", action="store_true", help="Keep rows already measured at this commit.")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "quality.md")
-    parser.add_argument("--one", nargs=2, metavar=("DATASET", "ENGINE"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs="+", metavar="DATASET ENGINE [SEED]", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print("RESULT " + json.dumps(run_one(*args.one)))
+        ds, engine, *seed = args.one
+        print("RESULT " + json.dumps(run_one(ds, engine, int(seed[0]) if seed else DEFAULT_SEED)))
         return
     if not (bench_root() / "ml-100k").is_dir():
         sys.exit(f"benchmark data not found under {bench_root()} (set RECENGINE_BENCH_DATA)")
-    rows = []
-    for ds in args.datasets:
-        for engine in args.engines:
-            print(f"== {ds} / {engine}", flush=True)
-            proc = subprocess.run(
-                [sys.executable, __file__, "--one", ds, engine], capture_output=True, text=True, check=False
-            )
-            result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-            if proc.returncode != 0 or not result:
-                print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
-                sys.exit(f"{ds} / {engine} failed (exit {proc.returncode})")
-            row = json.loads(result[-1].removeprefix("RESULT "))
-            print(
-                f"   ndcg@10={row['ndcg@10']:.4f} hr@10={row['hr@10']:.4f} fit={row['fit_s']:.1f}s",
-                flush=True,
-            )
-            rows.append(row)
     env = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("RECENGINE_") and "BENCH" not in k]
     command = " ".join([*env, "python benchmarks/quality.py", *sys.argv[1:]])
-    for row in rows:
-        row["command"] = command
-        row["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        row["commit"] = commit()
-    # Rows not re-run this time are kept from the previous run (each row carries its own command and date).
+    here = commit()
     store = args.output.with_suffix(".json")
-    previous = json.loads(store.read_text()) if store.is_file() else []
-    fresh = {(r["dataset"], r["engine"]) for r in rows}
-    merged = [r for r in previous if (r["dataset"], r["engine"]) not in fresh] + rows
-    merged.sort(key=lambda r: (list(DATASETS).index(r["dataset"]), ENGINES.index(r["engine"])))
-    store.write_text(json.dumps(merged, indent=1))
-    write_markdown(merged, command, args.output)
+    stored: dict[tuple[str, str, int], dict[str, Any]] = {}
+    if store.is_file():
+        stored = {key_of(r): r for r in json.loads(store.read_text())}
+    for ds in args.datasets:
+        for engine in args.engines:
+            for seed in args.seeds if engine in SEEDED else [DEFAULT_SEED]:
+                key = (ds, engine, seed)
+                if args.resume and stored.get(key, {}).get("commit") == here:
+                    print(f"== {ds} / {engine} / seed {seed}: kept (measured at {here})", flush=True)
+                    continue
+                print(f"== {ds} / {engine} / seed {seed}", flush=True)
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--one", ds, engine, str(seed)],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+                if proc.returncode != 0 or not result:
+                    print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
+                    sys.exit(f"{ds} / {engine} / seed {seed} failed (exit {proc.returncode})")
+                row = json.loads(result[-1].removeprefix("RESULT "))
+                row.update(command=command, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), commit=here)
+                print(
+                    f"   valid ndcg@10={row['valid_ndcg@10']:.4f}  test ndcg@10={row['ndcg@10']:.4f} "
+                    f"hr@10={row['hr@10']:.4f} fit={row['fit_s']:.1f}s",
+                    flush=True,
+                )
+                # Stored at once: an interrupted run loses only the row in progress.
+                stored[key] = row
+                store.write_text(json.dumps(sorted(stored.values(), key=key_of), indent=1))
+                write_markdown(list(stored.values()), command, args.output)
+    write_markdown(list(stored.values()), command, args.output)
     print(f"wrote {args.output}")
 
 

@@ -297,6 +297,88 @@ def train(
     console.print(f"model written to {result.path} in {result.train_seconds:.1f} s")
 
 
+REFUSED_EXIT = 3
+"""``recengine retrain``'s exit code when the gate refused a challenger (the champion keeps serving)."""
+
+
+@app.command()
+def retrain(
+    engine: Annotated[
+        list[str] | None, typer.Option("--engine", "-e", help="Engine to retrain (repeat for several).")
+    ] = None,
+    all_engines: Annotated[bool, typer.Option("--all", help="Every engine that has a served model.")] = False,
+    events: Annotated[
+        str | None,
+        typer.Option("--events", help="SQLite event log or redis://host:port/db[?stream=NAME]; default: the server's."),
+    ] = None,
+    catalogue: Annotated[
+        Path | None, typer.Option("--catalogue", help="Items table (any format data prepare --items reads).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", "-d", help="Base data set (default: the newest retrain version).")
+    ] = None,
+    every: Annotated[str | None, typer.Option("--every", help="Run again every 30m, 6h, 1d … until stopped.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
+    config: ConfigOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Merge the logged events into a new data set, train challengers, promote those that pass the gate, refit them
+    on every interaction. Exit code 3 when the gate refused a challenger."""
+    from recengine.engines import ENGINE_NAMES, engine_class
+    from recengine.engines.artifact import current_dir
+    from recengine.observability.logging import configure_logging
+    from recengine.training.retrain import parse_every, run_every
+    from recengine.training.retrain import retrain as retrain_run
+
+    settings = settings_from(config, profile)
+    if epochs is not None:
+        settings.training.epochs = epochs
+    configure_logging(settings.observability.log_level, settings.observability.log_format)
+    if bool(engine) == all_engines:
+        raise fail("retrain: pass --engine NAME (one or more) or --all, not both and not neither")
+    with errors_to_exit():
+        interval = parse_every(every) if every is not None else None
+        for name in engine or ():
+            engine_class(name)
+    artifacts = settings.serving.artifacts_dir
+    names = list(engine or [n for n in ENGINE_NAMES if current_dir(artifacts, n) is not None])
+    if not names:
+        raise fail(f"--all: no engine has a served model in {artifacts}; name one with --engine")
+    if catalogue is not None and not catalogue.exists():
+        raise fail(f"--catalogue: {catalogue} not found")
+    spec = events if events is not None else _default_event_log(settings)
+    if spec is None:
+        console.print(f"no event log at {settings.serving.events_db_path}: retraining on the data set alone")
+
+    def once() -> int:
+        report = retrain_run(names, settings, events=spec, catalogue=catalogue, data=data)
+        merged = report.merged
+        added = "" if merged is None else f", {merged['n_added']} of {merged['n_events']} logged events added"
+        console.print(
+            f"data set {report.dataset_dir}: {report.dataset.n_users} users, {report.dataset.n_items} items, "
+            f"{report.dataset.n_interactions} interactions{added}"
+        )
+        for outcome in report.outcomes:
+            console.print(outcome.message, markup=False, highlight=False, soft_wrap=True)
+        return REFUSED_EXIT if report.refused else 0
+
+    if interval is not None:
+        run_every(interval, once)
+        return
+    with errors_to_exit():
+        code = once()
+    if code:
+        raise fail("the gate refused a challenger (figures above); the champion keeps serving", code)
+
+
+def _default_event_log(settings: Settings) -> str | None:
+    """The server's event log when there is one to read; None when the embedded log was never written."""
+    if settings.serving.events_backend == "redis":
+        return _configured_event_log(settings)
+    path = settings.serving.events_db_path
+    return str(path) if path.is_file() else None
+
+
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if "@" in k or k == "n_users"}
 
@@ -328,6 +410,11 @@ def evaluate_cmd(
         if trained_on and trained_on != dataset.content_hash:
             console.print(
                 f"[yellow]warning:[/] model was trained on data set {trained_on}, evaluating on {dataset.content_hash}"
+            )
+        elif engine.config.get("refit"):
+            console.print(
+                "[yellow]warning:[/] this model was refit on every interaction of this data set, its valid and test "
+                "splits included: these figures are not held out (its metrics.json has the held-out ones)"
             )
         if len(engine.item_ids) != dataset.n_items or engine.item_ids.ids != dataset.items.ids.ids:
             raise fail(f"{model}: the model's item vocabulary does not match the data set at {dataset.path}")

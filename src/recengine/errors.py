@@ -6,6 +6,7 @@
     │   └── ValidationFailed   rows were rejected under the "fail" policy
     ├── ArtifactError          a model directory is missing a file, has a wrong shape or an unknown engine
     ├── TrainingDiverged       validation scores are NaN or infinite: the model is never saved or promoted
+    ├── RetrainBusy            another ``recengine retrain`` holds the retraining lock
     ├── EngineError            an engine cannot answer this request
     │   ├── EngineUnavailable  disabled, not loaded, circuit open or out of time
     │   ├── NoHistory          a sequence engine was asked with an empty history
@@ -47,6 +48,10 @@ class ArtifactError(RecengineError):
 
 class TrainingDiverged(RecengineError):
     """Training produced non-finite scores (NaN or inf) on the validation split; nothing was saved."""
+
+
+class RetrainBusy(RecengineError):
+    """Another retraining run holds the lock (of the artifacts folder, or of the Redis event stream)."""
 
 
 class EngineError(RecengineError):

@@ -67,7 +67,7 @@ class EaseSettings(_Section):
     lambdas: list[float] = Field(default_factory=lambda: [30.0, 100.0, 300.0, 1000.0])
     """L2 strengths tried (half-decade steps; each costs one Cholesky); the best on validation NDCG@10 is kept."""
     max_items: int = Field(default=20_000, ge=10, le=200_000)
-    """Refuse catalogues larger than this: fitting holds about three dense items² float64 matrices."""
+    """Refuse catalogues larger than this: fitting holds three dense items² float32 matrices (Gram, copy, best λ)."""
 
     @field_validator("lambdas")
     @classmethod
@@ -205,6 +205,15 @@ class TrainingSettings(_Section):
     """MLflow tracking store; None means a local file store under the artifacts folder (works offline)."""
     experiment: str = "recengine"
     wandb: bool = False
+    promotion_tolerance: float = Field(default=0.0, ge=0.0, le=1.0)
+    """``recengine retrain`` promotes a challenger only if its validation NDCG@10 ≥ the champion's minus this."""
+    datasets_dir: Path | None = None
+    """Where ``recengine retrain`` writes its data set versions (and ``CURRENT``); None: ``datasets/`` in the
+    artifacts folder. Point ``data.dir`` at it for the server to seed histories from the newest merged one."""
+    keep_datasets: int = Field(default=3, ge=1, le=1000)
+    """Data set versions ``recengine retrain`` keeps (the newest ones; the one ``CURRENT`` names is never removed)."""
+    retrain_lock_ttl_s: int = Field(default=600, ge=10, le=86_400)
+    """The Redis retraining lock's time to live, renewed while a run is alive: how long a crashed run's lock lasts."""
 
     def with_overrides(self, **values: Any) -> TrainingSettings:
         """A copy with an engine's own overrides applied; ``None`` means "keep the training value"."""

@@ -1,4 +1,5 @@
-"""Merging an event log into training data: which events become train rows, and ``recengine train --events``."""
+"""Merging an event log into training data: which events become rows, how the merged timeline is split again, and
+``recengine train --events``."""
 
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ def test_a_file_that_is_not_a_log_is_refused(tmp_path: Path) -> None:
         read_sqlite_events(tmp_path / "missing.sqlite3")
 
 
-async def test_merge_adds_known_pairs_to_train_only(small_dataset: Dataset, tmp_path: Path) -> None:
+async def test_merge_adds_known_pairs_and_splits_the_merged_timeline_again(
+    small_dataset: Dataset, tmp_path: Path
+) -> None:
     ds = small_dataset
     user, item = ds.users.ids[3], ds.items.ids.ids[5]
     newest = int(ds.timestamp.max())
@@ -50,13 +53,18 @@ async def test_merge_adds_known_pairs_to_train_only(small_dataset: Dataset, tmp_
     assert merged.n_interactions == ds.n_interactions + 2
     assert merged.manifest["events_merged"]["n_added"] == 2
     assert merged.manifest["events_merged"]["n_skipped_unknown"] == 2
+    assert merged.manifest["events_merged"]["resplit"] == "leave_one_out"
     assert merged.content_hash != ds.content_hash
-    # same number of valid/test rows; the new rows are train rows of that user
+    # Still one valid and one test row per user; this user's are now the two newest events (not train rows after
+    # its old held-out items, which would train on the future), and its old held-out items are train rows.
     for code in (VALID, TEST):
         assert (merged.split == code).sum() == (ds.split == code).sum()
     u = ds.users.index(user)
-    train_seq = merged.sequences(max_split=TRAIN)[u]
-    assert list(train_seq[-2:]) == [5, 5]
+    rows = merged.user == u
+    assert list(merged.item[rows & (merged.split == VALID)]) == [5]
+    assert list(merged.item[rows & (merged.split == TEST)]) == [5]
+    old = ds.user == u
+    assert list(merged.sequences(max_split=TRAIN)[u]) == list(ds.item[old])
     # still sorted by user, then time
     assert np.all(np.diff(merged.user) >= 0)
     same_user = np.diff(merged.user) == 0
@@ -64,6 +72,7 @@ async def test_merge_adds_known_pairs_to_train_only(small_dataset: Dataset, tmp_
     # merging the same log twice adds nothing more
     again = merge_event_log(merged, tmp_path / "ev.sqlite3")
     assert again.n_interactions == merged.n_interactions
+    assert np.array_equal(again.split, merged.split)
 
 
 async def test_train_with_events_counts_the_logged_events(small_dataset: Dataset, tmp_path: Path) -> None:
@@ -85,9 +94,13 @@ async def test_train_with_events_counts_the_logged_events(small_dataset: Dataset
         app, [*args, "-o", str(tmp_path / "merged"), "--events", str(tmp_path / "ev.sqlite3")], env=env
     )
     assert plain.exit_code == 0 and merged.exit_code == 0, merged.output
-    before = Popularity.load(tmp_path / "plain").counts[7]
-    after = Popularity.load(tmp_path / "merged").counts[7]
-    assert after - before == 40
+    before = Popularity.load(tmp_path / "plain").counts
+    after = Popularity.load(tmp_path / "merged").counts
+    # Each of the 40 users gains one row; the split moves along, so the train split gains one row per user (the
+    # events themselves are those users' test items now, not training rows).
+    assert after.sum() - before.sum() == 40
+    merged_ds = merge_event_log(small_dataset, tmp_path / "ev.sqlite3")
+    assert after[7] == merged_ds.item_counts(max_split=TRAIN)[7]
 
 
 def test_reading_events_for_training_loads_neither_serving_nor_redis() -> None:
@@ -230,7 +243,8 @@ async def test_train_with_events_reads_a_redis_stream(small_dataset: Dataset, re
             app, [*args, "-o", str(tmp_path / "merged"), "--events", f"{redis_url}?stream={stream}"], env=env
         )
         assert plain.exit_code == 0 and merged.exit_code == 0, merged.output
-        assert Popularity.load(tmp_path / "merged").counts[7] - Popularity.load(tmp_path / "plain").counts[7] == 30
+        after, before = Popularity.load(tmp_path / "merged").counts, Popularity.load(tmp_path / "plain").counts
+        assert after.sum() - before.sum() == 30  # one more train row per user: the split moved along
     finally:
         await writer.client.delete(*await writer.client.keys(stream + "*"))
         await writer.close()

@@ -213,7 +213,9 @@ class Dataset:
 
     @classmethod
     def load(cls, path: Path) -> Dataset:
-        path = Path(path)
+        """The data set at ``path``; a folder of data set versions (``recengine retrain`` writes one) gives the
+        version its ``CURRENT`` file names."""
+        path = resolve_data_dir(Path(path))
         manifest_path = path / "manifest.json"
         if not manifest_path.is_file():
             raise DataError(
@@ -272,6 +274,25 @@ class Dataset:
             "median_sequence_length": float(np.median(seq_lens)) if seq_lens.size else 0.0,
             "p90_sequence_length": float(np.percentile(seq_lens, 90)) if seq_lens.size else 0.0,
         }
+
+
+CURRENT = "CURRENT"
+"""In a folder of data set versions, the file naming the newest complete one."""
+
+
+def resolve_data_dir(path: Path) -> Path:
+    """``path`` itself, or, for a folder of versions (no manifest, a ``CURRENT`` file), the version it names."""
+    path = Path(path)
+    pointer = path / CURRENT
+    if (path / "manifest.json").is_file() or not pointer.is_file():
+        return path
+    try:
+        name = pointer.read_text().strip()
+    except OSError as exc:
+        raise DataError(f"{pointer}: cannot read ({exc})") from None
+    if not name or "/" in name or not (path / name / "manifest.json").is_file():
+        raise DataError(f"{pointer}: names {name!r}, which is not a data set in {path}")
+    return path / name
 
 
 def compute_hash(ds: Dataset) -> str:

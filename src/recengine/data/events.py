@@ -1,7 +1,8 @@
 """Logged events → training data: the event log that serving writes, read back and merged into a data set.
 
     log = open_event_log(spec)      a SQLite file, or ``redis://host:port/db[?stream=NAME]`` (a Redis stream)
-    merge = merge_events(ds, log)   the data set with the logged events added, and how far into the log it goes
+    merge = merge_events(ds, log)   the data set with the logged events added and split again on the merged
+                                    timeline, and how far into the log it goes
     write_merged(merge, out)        the merged data set on disk (fsynced; an existing ``out`` is replaced whole)
     log.mark_merged(merge.up_to)    only now may the log trim those events
 
@@ -27,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recengine.data.dataset import TRAIN, Dataset, compute_hash
+from recengine.data.dataset import TEST, VALID, Dataset, compute_hash, resolve_data_dir
 from recengine.data.eventlog import (
     DEFAULT_STREAM,
     REDIS_MARK_LUA,
@@ -43,6 +44,7 @@ from recengine.data.eventlog import (
     stream_seq,
     text,
 )
+from recengine.data.splits import leave_one_out, temporal_split
 from recengine.errors import DataError
 
 PENDING_FILE = "events_pending.parquet"
@@ -220,7 +222,7 @@ def merged_into(data_dir: Path, log_id: str) -> int:
     """:func:`merged_up_to` for the data set at ``data_dir`` (0 when there is none)."""
     import json
 
-    manifest = Path(data_dir) / "manifest.json"
+    manifest = resolve_data_dir(Path(data_dir)) / "manifest.json"
     if not manifest.is_file():
         return 0
     try:
@@ -229,19 +231,27 @@ def merged_into(data_dir: Path, log_id: str) -> int:
         return 0
 
 
-def merge_events(dataset: Dataset, log: EventLogReader, *, allow_gap: bool = False) -> Merge:
-    """The data set with the logged events added to its train split, for the next training run.
+def merge_events(dataset: Dataset, log: EventLogReader, *, allow_gap: bool = False, grow: bool = False) -> Merge:
+    """The data set with the logged events added, re-split on the merged timeline, for the next training run.
 
-    The rule: an event becomes a train interaction (weight 1, its own timestamp, any event type) when both
-    its user and its item are in the data set's id maps — the vocabulary every engine shares; events of new
-    users or items are kept as pending events until the next ``recengine data prepare``. An event identical to an
-    existing row (same user, item and timestamp) is not added twice. Validation and test rows are untouched, so
-    models stay comparable on the same held-out items. Rows stay sorted by user, then time, ties in input order
-    (appended events after existing rows).
+    The rule: an event becomes an interaction (weight 1, its own timestamp, any event type) when both its user and
+    its item are in the data set's id maps — the vocabulary every engine shares. With ``grow`` (retraining: every
+    model is trained afresh) unknown users and items join the maps after the known ones, whose indices never move,
+    and the pending events a data set carries become interactions too; without it, events of new users or items are
+    kept as pending events until the next ``recengine data prepare``. An event identical to an existing row (same
+    user, item and timestamp) is not added twice. Rows stay sorted by user, then time, ties in input order
+    (logged events after the data set's rows).
+
+    The split is then made again over the merged rows, as ``data prepare`` made it (leave-one-out: each user's
+    newest interaction is the test item, the one before it the validation item), so no interaction later than a
+    user's test item is a training row or part of that user's test history. Appending the events to the train
+    split instead would train on the future of every held-out item and report figures that are not held out.
 
     Refuses (:class:`DataError`) a data set that lacks events the log has already trimmed — they were merged into
     another data set, which is the one to merge into — unless ``allow_gap``.
     """
+    from recengine.data.vocab import grow_catalog, grow_ids
+
     state = log.state()
     before = merged_up_to(dataset.manifest, state.log_id)
 
@@ -250,7 +260,8 @@ def merge_events(dataset: Dataset, log: EventLogReader, *, allow_gap: bool = Fal
             raise DataError(
                 f"{log.source}: events up to #{trimmed_up_to} were merged into another data set and trimmed "
                 f"from the log, and the data set at {dataset.path} holds this log only up to #{before}: merge into "
-                "the latest data set `recengine data merge-events` wrote (or pass --allow-gap to accept the gap)"
+                "the latest data set `recengine data merge-events` (or `recengine retrain`) wrote, or pass "
+                "--allow-gap to accept the gap"
             )
 
     refuse_a_gap(state.trimmed_up_to)
@@ -258,9 +269,15 @@ def merge_events(dataset: Dataset, log: EventLogReader, *, allow_gap: bool = Fal
     # The writer trims while we read: had it trimmed past ``before`` meanwhile, some events were missed.
     refuse_a_gap(log.state().trimmed_up_to)
     up_to = max(before, rows[-1][0] if rows else 0)
-    events = [e for _, e in rows]
-    users = dataset.users.encode(e.user_id for e in events)
-    items = dataset.items.ids.encode(e.item_id for e in events)
+    logged = [e for _, e in rows]
+    carried = read_pending(dataset.path)
+    events = [*carried, *logged] if grow else logged
+    users_map, catalog = dataset.users, dataset.items
+    if grow:
+        users_map = grow_ids(users_map, (e.user_id for e in events))
+        catalog = grow_catalog(catalog, (e.item_id for e in events))
+    users = users_map.encode(e.user_id for e in events)
+    items = catalog.ids.encode(e.item_id for e in events)
     stamps = np.asarray([int(e.timestamp) for e in events], dtype=np.int64)
     keep = (users > 0) & (items > 0) if events else np.zeros(0, dtype=bool)
     existing = set(zip(dataset.user.tolist(), dataset.item.tolist(), dataset.timestamp.tolist(), strict=True))
@@ -269,7 +286,7 @@ def merge_events(dataset: Dataset, log: EventLogReader, *, allow_gap: bool = Fal
         if (u, i, t) not in existing:
             existing.add((u, i, t))
             new_rows.append((u, i, t))
-    pending = {e.event_id: e for e in read_pending(dataset.path)}
+    pending: dict[str, Event] = {} if grow else {e.event_id: e for e in carried}
     for e, known in zip(events, keep.tolist(), strict=True):
         if not known:
             pending.setdefault(e.event_id, e)
@@ -278,16 +295,16 @@ def merge_events(dataset: Dataset, log: EventLogReader, *, allow_gap: bool = Fal
     item = np.concatenate([dataset.item, add[:, 1].astype(np.int32)])
     timestamp = np.concatenate([dataset.timestamp, add[:, 2]])
     weight = np.concatenate([dataset.weight, np.ones(len(add), dtype=np.float32)])
-    split = np.concatenate([dataset.split, np.full(len(add), TRAIN, dtype=np.int8)])
     order = np.lexsort((timestamp, user))  # stable: equal (user, time) keep input order
+    user, timestamp = user[order], timestamp[order]
     merged = Dataset(
-        user=user[order],
+        user=user,
         item=item[order],
-        timestamp=timestamp[order],
+        timestamp=timestamp,
         weight=weight[order],
-        split=split[order],
-        items=dataset.items,
-        users=dataset.users,
+        split=resplit(dataset, user, timestamp),
+        items=catalog,
+        users=users_map,
         manifest={**dataset.manifest},
         path=None,
     )
@@ -295,21 +312,35 @@ def merge_events(dataset: Dataset, log: EventLogReader, *, allow_gap: bool = Fal
         "source": log.source,
         "log_id": state.log_id,
         "up_to": up_to,
-        "n_events": len(events),
+        "n_events": len(logged),
         "n_added": len(add),
         "n_skipped_unknown": int((~keep).sum()),
         "n_pending": len(pending),
+        "n_new_users": merged.n_users - dataset.n_users,
+        "n_new_items": merged.n_items - dataset.n_items,
+        "resplit": merged.manifest.get("split_method", "leave_one_out"),
     }
     merged.manifest["event_logs"] = {**dataset.manifest.get("event_logs", {}), state.log_id: up_to}
     merged.manifest["content_hash"] = compute_hash(merged)
     return Merge(merged, state.log_id, up_to, list(pending.values()))
 
 
-def merge_event_log(dataset: Dataset, events: str | Path, *, allow_gap: bool = False) -> Dataset:
+def resplit(dataset: Dataset, user: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
+    """The split of merged rows (sorted by user, then time), made the way ``dataset`` was split: leave-one-out,
+    or one global time cut-off per split at the shares of validation and test rows ``dataset`` has."""
+    if dataset.manifest.get("split_method", "leave_one_out") == "temporal":
+        n = max(1, dataset.n_interactions)
+        valid = max(float((dataset.split == VALID).sum()) / n, 1e-6)
+        test = max(float((dataset.split == TEST).sum()) / n, 1e-6)
+        return temporal_split(timestamp, valid, test)
+    return leave_one_out(user)
+
+
+def merge_event_log(dataset: Dataset, events: str | Path, *, allow_gap: bool = False, grow: bool = False) -> Dataset:
     """:func:`merge_events` from the log at ``events`` (a path or a Redis URL), without moving its watermark."""
     log = open_event_log(events)
     try:
-        return merge_events(dataset, log, allow_gap=allow_gap).dataset
+        return merge_events(dataset, log, allow_gap=allow_gap, grow=grow).dataset
     finally:
         log.close()
 

@@ -118,9 +118,9 @@ async def open_stores(settings: Settings) -> Stores:
 
 def seed_histories(data_dir: Path) -> SeedHistories:
     """Every user's interactions in the processed data set at ``data_dir``; empty when there is none."""
-    from recengine.data.dataset import Dataset
+    from recengine.data.dataset import CURRENT, Dataset
 
-    if not (Path(data_dir) / "manifest.json").is_file():
+    if not (Path(data_dir) / "manifest.json").is_file() and not (Path(data_dir) / CURRENT).is_file():
         log.warning("no processed data set at %s: histories start empty (set data.dir)", data_dir)
         return SeedHistories.empty()
     try:

@@ -5,6 +5,7 @@
     result.metrics   # the test split's figures, also in metrics.json ("test") and in the run's MLflow record
 
     engine = fit("neural", dataset, section, training, tracking_dir)    # train and select only
+    served = refit("neural", dataset, section, training, tracking_dir, engine)   # the same recipe, on everything
 
 ``train`` is ``fit`` plus the test evaluation, the version, the artifact and the ``CURRENT`` pointer, all inside one
 MLflow run that is finished FAILED when any step raises and FINISHED after the last one. ``fit`` opens its own run
@@ -34,10 +35,11 @@ import importlib
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
 from pydantic import BaseModel
 
 from recengine.data.dataset import Dataset
@@ -151,6 +153,73 @@ def fit(
             {k: v for k, v in model.metrics.items() if k in _SUMMARY_KEYS and v is not None},
             step=int(model.metrics["epochs_run"]),
         )
+    return model
+
+
+def refit(
+    engine: str,
+    dataset: Dataset,
+    section: BaseModel,
+    training: TrainingSettings,
+    tracking_dir: Path,
+    selected: Engine,
+    progress: Progress | None = None,
+) -> Engine:
+    """Train ``engine`` again on every interaction of ``dataset`` (train, valid and test rows alike) with what
+    selection chose for ``selected`` — its best epoch count, its λ, its sequence length — and no validation.
+
+    The model to serve once held-out figures have picked the recipe: it has seen every user's newest items. Its
+    metrics are ``selected``'s (the held-out figures; the refit has none of its own) plus a ``refit`` record;
+    nothing is written here.
+    """
+    cls = engine_class(engine)
+    everything = replace(dataset, split=np.zeros_like(dataset.split), manifest={**dataset.manifest}, path=None)
+    everything.manifest["content_hash"] = None
+    hyper = dict(selected.config.get("hyper_parameters") or {})
+    pins: dict[str, Any] = {}
+    fields = type(section).model_fields
+    if "lambda" in hyper and "lambdas" in fields:
+        pins["lambdas"] = [float(hyper["lambda"])]
+    if "max_len" in hyper and "max_len" in fields:
+        pins["max_len"] = int(hyper["max_len"])
+    section = section.model_copy(update=pins)
+    record: dict[str, Any] = {
+        "on": "all",
+        "n_interactions": dataset.n_interactions,
+        "newest_timestamp": int(dataset.timestamp.max()) if dataset.n_interactions else None,
+    }
+    started = time.perf_counter()
+    with tracked_run(training, tracking_dir, f"{engine}-refit", dataset) as tracker:
+        tracker.log_params(_params(section, training, dataset, {"refit": record}))
+        if cls.training_task is None:
+            note = None if progress is None else (lambda message: progress(message, None, None))
+            model = cls.fit(everything, section, progress=note)
+            record["epochs"] = 1
+        else:
+            from recengine.training.trainer import build_trainer
+
+            epochs = max(1, int(selected.metrics.get("best_epoch") or training.epochs))
+            record["epochs"] = epochs
+            engine_task = cast(EngineTask, importlib.import_module(cls.training_task))
+            task = engine_task.build_task(everything, section, training.model_copy(update={"epochs": epochs}))
+            # No validation callback, hence no early stopping: exactly the selected number of epochs.
+            trainer = build_trainer(
+                task.training, tracking_dir, progress=progress, tracker=tracker, run_name=f"{engine}-refit"
+            )
+            trainer.fit(task.module, datamodule=task.data)
+            model = engine_task.from_trained(task.module, everything, section, task.training, {})
+        if "lambdas" in pins:
+            record["lambda"] = pins["lambdas"][0]
+        record["train_seconds"] = round(time.perf_counter() - started, 2)
+        record["note"] = (
+            "trained on train + valid + test with the selected recipe; every held-out figure in this file is "
+            "the selected model's, trained on the train split only"
+        )
+        model.config["dataset_hash"] = dataset.content_hash
+        model.config["mlflow_run_id"] = tracker.run_id
+        model.config["refit"] = {k: v for k, v in record.items() if k != "note"}
+        model.metrics = {**selected.metrics, "refit": record}
+        tracker.log_metrics({"refit_seconds": record["train_seconds"]})
     return model
 
 

@@ -162,3 +162,59 @@ def test_the_config_takes_every_setting_it_shares_from_the_settings() -> None:
             if field.name != "title_buckets":  # from the fitted vocabulary, which takes it from the settings
                 assert getattr(config, field.name) == getattr(settings, field.name)
     assert (config.n_id_items, config.n_categories, config.title_buckets, config.n_numeric) == (9, 3, 64, 1)
+
+
+def _full_softmax_module(ds: Dataset) -> TwoTowerModule:
+    vocab = FeatureVocab.fit(ds.items, 64)
+    counts = ds.item_counts(max_split=TRAIN)
+    return TwoTowerModule(
+        config_for(ds, vocab),
+        vocab.encode_catalog(ds.items, torch.from_numpy(counts > 0)),
+        counts,
+        NeuralSettings(full_softmax_items=100_000),
+        TrainingSettings(),
+    )
+
+
+def test_the_exact_softmax_loss_and_its_gradients_equal_plain_cross_entropy(small_dataset: Dataset) -> None:
+    """The fused loss (one buffer, temperature applied to the users) is the textbook softmax cross-entropy over
+    every trained item, value and gradients, the learned temperature's included."""
+    torch.manual_seed(0)
+    module = _full_softmax_module(small_dataset).eval()
+    seqs, targets = next(iter(SequenceDataModule(small_dataset, max_len=20, batch_size=32).train_dataloader()))
+
+    def reference() -> torch.Tensor:
+        mask, has_target = seqs > 0, targets > 0
+        vecs = module.embed(torch.arange(module.n_items + 1), drop_ids=False)
+        users = module.model.user_vectors(vecs[seqs] * mask.unsqueeze(-1), mask)[has_target]
+        cand = module.trained_items
+        logits = users @ vecs[cand].T / module.model.temperature
+        return torch.nn.functional.cross_entropy(logits, torch.searchsorted(cand, targets[has_target]))
+
+    grads = []
+    for loss_fn in (lambda: module.loss(seqs, targets), reference):
+        module.zero_grad()
+        loss = loss_fn()
+        loss.backward()  # type: ignore[no-untyped-call]
+        named = module.named_parameters()
+        grads.append((float(loss.detach()), {n: p.grad.clone() for n, p in named if p.grad is not None}))
+    (fused, g_fused), (plain, g_plain) = grads
+    assert fused == pytest.approx(plain, rel=1e-5)
+    assert g_fused.keys() == g_plain.keys() and "model.log_temperature" in g_fused
+    for name, g in g_plain.items():
+        assert torch.allclose(g_fused[name], g, rtol=1e-3, atol=1e-6), name
+
+
+def test_an_item_tower_without_categories_or_titles_skips_their_bags_to_the_same_vectors(
+    small_dataset: Dataset,
+) -> None:
+    """Bags of padding only add zero: skipping them changes no bit of the item vectors."""
+    vocab = FeatureVocab.fit(small_dataset.items, 64)
+    items = vocab.encode_catalog(small_dataset.items, torch.ones(small_dataset.n_items + 1, dtype=torch.bool))
+    bare = ItemInputs(items.ids, torch.zeros_like(items.categories), torch.zeros_like(items.title), items.numeric)
+    tower = TwoTower(config_for(small_dataset, vocab)).eval().item_tower
+    by_hand = tower.id_emb(bare.ids) + tower.cat_emb(bare.categories).sum(-2) + tower.title_emb(bare.title).sum(-2)
+    assert tower.num_proj is not None
+    by_hand = by_hand + tower.num_proj(bare.numeric)
+    assert torch.equal(tower(bare), by_hand + tower.mlp(by_hand))
+    assert not torch.equal(tower(items), tower(bare))  # and with metadata the bags do count

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recengine.engines.transformer.loss import full_softmax_ce
+from recengine.engines.softmax import full_softmax_ce
 
 
 @pytest.mark.parametrize("rows", [1, 2, 65, 200])

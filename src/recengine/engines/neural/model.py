@@ -91,7 +91,11 @@ class ItemTower(nn.Module):
 
     def forward(self, x: ItemInputs) -> torch.Tensor:
         h: torch.Tensor = self.id_emb(x.ids)
-        h = h + _bag_mean(self.cat_emb, x.categories) + _bag_mean(self.title_emb, x.title)
+        for emb, idx in ((self.cat_emb, x.categories), (self.title_emb, x.title)):
+            # A bag of padding only adds the zero vector: skip its lookup and its dense gradient, so a catalogue
+            # without categories or titles (Beauty's) trains at the cost of an id-only tower, to the same bits.
+            if bool(idx.any()):
+                h = h + _bag_mean(emb, idx)
         if self.num_proj is not None:
             h = h + self.num_proj(x.numeric)
         out: torch.Tensor = h + self.mlp(h)  # (…, d)

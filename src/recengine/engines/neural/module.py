@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from recengine.engines.neural.model import ItemInputs, TwoTower, TwoTowerConfig
 from recengine.engines.sequences import pad_histories
+from recengine.engines.softmax import full_softmax_ce
 from recengine.settings import NeuralSettings, TrainingSettings
 from recengine.training.trainer import weight_decay_groups
 
@@ -35,7 +36,9 @@ def sampled_softmax_loss(
     ``log_q`` (C,) is each candidate's log probability of being sampled; subtracting it makes the sampled softmax
     an unbiased stand-in for the full one.
     """
-    logits = users @ candidates.T / temperature  # (n, C)
+    # Scaling the users (n, d) rather than the logits (n, C): the learned temperature's gradient then flows through
+    # an (n, d) product instead of three (n, C) temporaries (division, negation and product in its backward).
+    logits = (users / temperature) @ candidates.T  # (n, C)
     if log_q is not None:
         logits = logits - log_q
     return F.cross_entropy(logits, labels)
@@ -113,7 +116,9 @@ class TwoTowerModule(L.LightningModule):
             # Candidates: every item with training interactions. An item without any (a new item known by its
             # metadata) is never a target, so as a permanent negative it would teach "metadata-only = wrong".
             cand = self.trained_items
-            return sampled_softmax_loss(users, vecs[cand], torch.searchsorted(cand, positives), self.model.temperature)
+            table = torch.cat([vecs.new_zeros(1, vecs.shape[1]), vecs[cand]])  # row 0 pads, as full_softmax_ce wants
+            labels = torch.searchsorted(cand, positives) + 1
+            return full_softmax_ce(users / self.model.temperature, table, labels)
         cand = torch.unique(positives)
         n_uniform = self.engine_cfg.n_uniform_negatives
         if n_uniform:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recengine.engines.transformer.loss import full_softmax_ce
+from recengine.engines.softmax import full_softmax_ce
 from recengine.settings import TransformerSettings
 
 Loss = Literal["ce", "sampled_softmax", "bce"]

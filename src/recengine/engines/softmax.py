@@ -1,5 +1,6 @@
-"""The fused full-softmax cross-entropy of the transformer's ``ce`` loss: every item is a class, the output
-embeddings are the item table (tied), and one (positions × items) buffer does the work of four."""
+"""The fused full-softmax cross-entropy of the transformer's ``ce`` loss and the neural engine's exact softmax: every
+item is a class, the output embeddings are the item table (the transformer's tied embeddings, the two-tower's item
+vectors), and one (positions × items) buffer does the work of four."""
 
 from __future__ import annotations
 
