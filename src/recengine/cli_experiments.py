@@ -101,7 +101,8 @@ def experiments_report(
                 _pct(arm["ctr"]), _pct(arm["hr_at_k"]), str(arm["hr_at_k"]["users"]),
             )  # fmt: skip
         out.print(table)
-        tests = Table(title=f"against the control ({body['control']}): two-proportion z-test, two-sided")
+        caption = f"against the control ({body['control']}): two-proportion z-test, two-sided"
+        tests = Table(title=caption, min_width=len(caption) + 4)  # a narrow table would wrap its title
         for column in ("arm", "Δ CTR", "z", "p", f"Δ HR@{k}", "z ", "p "):
             tests.add_column(column, justify="left" if column == "arm" else "right", no_wrap=True)
         for arm in body["arms"][1:]:
