@@ -598,5 +598,11 @@ def serve(
     )
 
 
+# Last: the sub-command module imports this one's helpers lazily, inside its commands.
+from recengine.cli_experiments import experiments_app  # noqa: E402
+
+app.add_typer(experiments_app, name="experiments")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
