@@ -312,7 +312,12 @@ def retrain(
         typer.Option("--events", help="SQLite event log or redis://host:port/db[?stream=NAME]; default: the server's."),
     ] = None,
     catalogue: Annotated[
-        Path | None, typer.Option("--catalogue", help="Items table (any format data prepare --items reads).")
+        str | None,
+        typer.Option(
+            "--catalogue",
+            help="Catalogue store (its SQLite file or redis://host:port/db?prefix=NAME) or an items table file; "
+            "default: the server's catalogue when it has one.",
+        ),
     ] = None,
     data: Annotated[
         Path | None, typer.Option("--data", "-d", help="Base data set (default: the newest retrain version).")
@@ -344,8 +349,12 @@ def retrain(
     names = list(engine or [n for n in ENGINE_NAMES if current_dir(artifacts, n) is not None])
     if not names:
         raise fail(f"--all: no engine has a served model in {artifacts}; name one with --engine")
-    if catalogue is not None and not catalogue.exists():
+    from recengine.training.retrain import is_catalogue_store
+
+    if catalogue is not None and not is_catalogue_store(catalogue) and not Path(catalogue).exists():
         raise fail(f"--catalogue: {catalogue} not found")
+    if catalogue is None:
+        catalogue = _default_catalogue(settings)
     spec = events if events is not None else _default_event_log(settings)
     if spec is None:
         console.print(f"no event log at {settings.serving.events_db_path}: retraining on the data set alone")
@@ -376,6 +385,17 @@ def _default_event_log(settings: Settings) -> str | None:
     if settings.serving.events_backend == "redis":
         return _configured_event_log(settings)
     path = settings.serving.events_db_path
+    return str(path) if path.is_file() else None
+
+
+def _default_catalogue(settings: Settings) -> str | None:
+    """The server's catalogue store when there is one to read: Redis when configured, else its SQLite file if the
+    items API ever wrote it."""
+    from recengine.catalogue import backend_of, source_of
+
+    if backend_of(settings) == "redis":
+        return source_of(settings)
+    path = Path(source_of(settings))
     return str(path) if path.is_file() else None
 
 
@@ -646,6 +666,12 @@ def serve(
         access_log=False,  # the gateway writes its own access line, with request id and engine
         server_header=False,
     )
+
+
+# Last: the sub-command module imports this one's helpers lazily, inside its commands.
+from recengine.cli_experiments import experiments_app  # noqa: E402
+
+app.add_typer(experiments_app, name="experiments")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,11 +16,13 @@ from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
     ValidationError,
+    WithJsonSchema,
     field_serializer,
     field_validator,
     model_validator,
@@ -246,6 +248,17 @@ class ServingSettings(_Section):
     """Keep merged events this long (replay, debugging) before they are trimmed; unmerged ones are never trimmed."""
     events_trim_every: int = Field(default=1000, ge=1, le=1_000_000)
     """The writer trims merged events once per this many appended (a cheap, incremental bound)."""
+    impressions: bool = True
+    """Record an impression per answer (recommendation id, user, engine, model version, experiment arm, items) and
+    attribute events to them: the experiment readout's data. Off: answers still carry a recommendation_id."""
+    impressions_db: Path | None = None
+    """SQLite impression store (``events_backend = "sqlite"``); None puts ``impressions.sqlite3`` beside the event
+    log. With the Redis event log, impressions live in that Redis."""
+    impressions_retain_s: float = Field(default=7 * 86_400.0, ge=60, le=90 * 86_400)
+    """Impressions and attributions older than this are deleted: the readout covers this window."""
+    attribution_window_s: float = Field(default=1800.0, gt=0, le=7 * 86_400)
+    """An event for an item shown to the same user at most this long before counts as attributed (and as that
+    answer's next event for online HR@K) even without a recommendation_id."""
     breaker_failures: int = Field(default=5, ge=1, le=1000)
     breaker_reset_s: float = Field(default=10.0, gt=0, le=3600)
     reload_poll_s: float = Field(default=5.0, ge=0, le=3600)
@@ -255,6 +268,11 @@ class ServingSettings(_Section):
     def _k_bounds(self) -> ServingSettings:
         if self.default_k > self.max_k:
             raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
+        if self.attribution_window_s > self.impressions_retain_s:
+            raise ValueError(
+                f"attribution_window_s ({self.attribution_window_s:g}) must not exceed impressions_retain_s "
+                f"({self.impressions_retain_s:g}): impressions would be gone before their window closes"
+            )
         if 0 < self.max_unmerged_events < self.max_batch_events:
             raise ValueError(
                 f"max_unmerged_events ({self.max_unmerged_events}) must be at least max_batch_events "
@@ -266,6 +284,28 @@ class ServingSettings(_Section):
     def events_db_path(self) -> Path:
         """The SQLite event log: ``events_db``, else ``events.sqlite3`` in the artifacts folder."""
         return self.events_db or Path(self.artifacts_dir) / "events.sqlite3"
+
+    @property
+    def impressions_db_path(self) -> Path:
+        """The SQLite impression store: ``impressions_db``, else ``impressions.sqlite3`` beside the event log."""
+        return self.impressions_db or self.events_db_path.with_name("impressions.sqlite3")
+
+
+def _interleave_pair(engines: list[str]) -> list[str]:
+    unknown = [e for e in engines if e not in ENGINE_NAMES]
+    if unknown:
+        raise ValueError(f"unknown engine(s) {unknown}: expected {', '.join(ENGINE_NAMES)}")
+    if len(engines) not in (0, 2) or len(set(engines)) != len(engines):
+        raise ValueError("two different engines to interleave, or [] for none (split mode)")
+    return engines
+
+
+_INTERLEAVE_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {"enum": list(ENGINE_NAMES)},
+    "anyOf": [{"maxItems": 0}, {"minItems": 2, "maxItems": 2}],
+    "uniqueItems": True,
+}
 
 
 class CatalogueSettings(_Section):
@@ -285,9 +325,21 @@ class CatalogueSettings(_Section):
 
 
 class ExperimentSettings(_Section):
-    name: str = "default"
+    name: str = Field(default="default", min_length=1, max_length=128)
     weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
-    """Engine name → traffic share (≥ 0); empty, or all 0, means no experiment (rules decide)."""
+    """Engine name → traffic share (≥ 0); empty, or all 0, means no experiment (rules decide). The first arm is
+    the control of the readout."""
+    interleave: Annotated[list[str], AfterValidator(_interleave_pair), WithJsonSchema(_INTERLEAVE_SCHEMA)] = Field(
+        default_factory=list
+    )
+    """Two different engines: the experiment runs in ``interleave`` mode — every known user's answer interleaves
+    their lists (team draft) and credits each item to the engine that placed it; ``weights`` is then not used.
+    Empty (the default): ``split`` mode, each user gets one arm of ``weights``. One self-contained key, so that
+    switching the mode can never contradict another setting."""
+
+    @property
+    def mode(self) -> Literal["split", "interleave"]:
+        return "interleave" if self.interleave else "split"
 
 
 class RoutingSettings(_Section):
@@ -493,6 +545,7 @@ RUNTIME_KEYS: tuple[str, ...] = (
     "routing.fallback",
     "routing.experiment.name",
     "routing.experiment.weights",
+    "routing.experiment.interleave",
     "cache.ttl_s",
     "serving.engine_timeout_ms",
 )

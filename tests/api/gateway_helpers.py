@@ -22,8 +22,10 @@ def assert_problem(r: Any, status: int, *words: str) -> dict[str, Any]:
 
 def assert_answer(body: dict[str, Any], k: int) -> None:
     assert set(body) == {
-        "request_id", "user_id", "engine", "model_version", "fallback", "cached", "items", "took_ms"
+        "request_id", "recommendation_id", "user_id", "experiment", "engine", "model_version", "fallback", "cached",
+        "items", "took_ms",
     }  # fmt: skip
+    assert len(body["recommendation_id"]) == 32 and int(body["recommendation_id"], 16) >= 0
     assert len(body["items"]) == k
     assert [i["rank"] for i in body["items"]] == list(range(1, k + 1))
     assert all(set(i) >= ITEM_KEYS for i in body["items"])

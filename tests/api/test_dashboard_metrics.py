@@ -137,6 +137,8 @@ def test_every_queried_metric_is_fed_by_a_live_app(
             "max_unmerged_events": 5,  # small, so that the scenario fills the log and sees the refusal
         },
         cache={"redis_url": private_redis.url, "retry_after_s": 0.2, "redis_timeout_ms": 200},
+        # One arm, the engine the rules would pick anyway: the experiment series are fed without changing routing.
+        routing={"experiment": {"name": "dash", "weights": {"transformer": 1.0}}},
     )
     auth = {"X-API-Key": ADMIN_KEY}
     with TestClient(create_app(settings, engines={"transformer": transformer}), raise_server_exceptions=False) as c:
@@ -151,7 +153,10 @@ def test_every_queried_metric_is_fed_by_a_live_app(
             return sum(s.value for s in samples_by_metric(c.get("/metrics").text).get(name, []))
 
         assert recommend(3)["engine"] == "transformer"
-        assert recommend(3)["cached"] is True
+        shown = recommend(3)
+        assert shown["cached"] is True and shown["experiment"] == {"name": "dash", "arm": "transformer"}
+        clicked = {"user_id": known_user, "item_id": shown["items"][0]["item_id"]}  # type: ignore[index]
+        assert c.post("/api/v1/events", json=clicked).json()["attributed"] == 1
         transformer.mode = "sleep"
         assert "no answer within 60 ms" in str(recommend(4)["fallback"])
         time.sleep(0.35)  # the hung call leaves the transformer's pool

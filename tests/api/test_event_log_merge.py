@@ -83,7 +83,7 @@ def test_a_full_log_is_a_503_and_a_merge_frees_it_losing_nothing(
         assert body["type"].endswith("event-log-full") and r.headers["retry-after"] == "30"
         assert refused() == before + 2
         # A client retrying what was acknowledged is answered: duplicates need no room.
-        assert post([acked[0]]).json() == {"accepted": 0, "duplicates": 1, "event_ids": [acked[0]]}
+        assert post([acked[0]]).json() == {"accepted": 0, "duplicates": 1, "event_ids": [acked[0]], "attributed": 0}
         log = c.app.state.gateway.stores.events  # type: ignore[attr-defined]
         stored = [e.event_id for _, e in c.portal.call(log.read)]  # type: ignore[union-attr]
         assert stored == acked  # the refused events were not stored, the acknowledged ones all were

@@ -129,6 +129,7 @@ def test_similar_items(client: TestClient, known_item: str) -> None:
     assert known_item not in {i["item_id"] for i in body["items"]}
     assert set(body) == {
         "request_id",
+        "recommendation_id",
         "item_id",
         "engine",
         "model_version",
@@ -147,7 +148,12 @@ def test_similar_items_errors(client: TestClient, known_item: str) -> None:
 
 def test_events_single_and_batch_and_idempotent(client: TestClient, known_user: str, known_item: str) -> None:
     one = client.post("/api/v1/events", json={"user_id": known_user, "item_id": known_item, "event_id": "ev-1"})
-    assert one.status_code == 200 and one.json() == {"accepted": 1, "duplicates": 0, "event_ids": ["ev-1"]}
+    assert one.status_code == 200 and one.json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "event_ids": ["ev-1"],
+        "attributed": 0,
+    }
     batch = client.post(
         "/api/v1/events",
         json=[

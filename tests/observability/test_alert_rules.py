@@ -70,6 +70,25 @@ def test_the_event_log_alert_fires_before_the_cap(promtool: str, tmp_path: Path)
     assert result.returncode != 0 and "RecengineEventLogFilling" in result.stdout + result.stderr
 
 
+def test_the_experiment_alert_waits_for_significance(promtool: str, tmp_path: Path) -> None:
+    # The quiet case's arm is 2.9 standard errors below the control: a threshold of 2.5 would page for it, and the
+    # unit tests must notice; so must they a rule that forgets the minimum number of answers.
+    rules = (PROM / "alerts.yml").read_text()
+    assert "record: recengine:config:experiment_alert_z\n        expr: vector(3)" in rules
+    for broken in (
+        rules.replace("experiment_alert_z\n        expr: vector(3)", "experiment_alert_z\n        expr: vector(2.5)"),
+        rules.replace(
+            "experiment_min_impressions\n        expr: vector(500)",
+            "experiment_min_impressions\n        expr: vector(1)",
+        ),
+    ):
+        assert broken != rules
+        (tmp_path / "alerts.yml").write_text(broken)
+        shutil.copy(PROM / "alerts_test.yml", tmp_path / "alerts_test.yml")
+        result = run(promtool, "test", "rules", "alerts_test.yml", cwd=tmp_path)
+        assert result.returncode != 0 and "RecengineExperimentArmBelowControl" in result.stdout + result.stderr
+
+
 def test_every_issue_alert_is_defined_and_tested() -> None:
     rules = yaml.safe_load((PROM / "alerts.yml").read_text())
     alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
@@ -82,6 +101,7 @@ def test_every_issue_alert_is_defined_and_tested() -> None:
         "RecengineNoEvents",
         "RecengineEventLogFilling",
         "RecengineEventsRefused",
+        "RecengineExperimentArmBelowControl",
     }
     tests = yaml.safe_load((PROM / "alerts_test.yml").read_text())["tests"]
     for alert in alerts:

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from collections import Counter
 
+import pytest
+
 from recengine.engines import FLOOR
 from recengine.serving.routing import RuntimeConfig, assign, bucket, decide
 
@@ -138,3 +140,37 @@ def test_removing_an_arm_moves_only_its_users() -> None:
     after = _arms({"ease": 1, "neural": 1}, users)
     assert all(before[u] == "transformer" for u in users if before[u] != after[u])
     assert {after[u] for u in users if before[u] == "transformer"} == {"ease", "neural"}
+
+
+# ---- interleaving ------------------------------------------------------------------------------------------------
+def test_interleave_mode_decides_both_engines_for_a_known_user() -> None:
+    Config = RuntimeConfig
+    enabled = {"popularity": True, "ease": True, "transformer": True, "neural": True}
+    cfg = Config(enabled=enabled, experiment_name="x", experiment_interleave=("ease", "neural"))
+    d = decide(cfg, "u1", 10)
+    assert d.interleave == ("ease", "neural") and d.experiment == "x" and d.primary == "ease"
+    assert decide(cfg, None, 10).interleave is None  # anonymous: the rules
+    assert decide(cfg, "u1", 10, "popularity").interleave is None  # an explicit engine wins
+    off = Config(enabled={**enabled, "neural": False}, experiment_name="x", experiment_interleave=("ease", "neural"))
+    assert decide(off, "u1", 10).interleave is None and decide(off, "u1", 10).experiment is None
+    split = decide(Config(enabled=enabled, experiment_name="x", experiment_weights={"ease": 1}), "u1", 10)
+    assert split.experiment == "x" and split.interleave is None
+    assert decide(Config(enabled=enabled), "u1", 10).experiment is None
+
+
+def test_interleave_settings_need_exactly_two_engines_and_a_sane_window() -> None:
+    from recengine.errors import ConfigError
+    from recengine.settings import load_settings
+
+    ok = load_settings(None, routing={"experiment": {"interleave": ["ease", "neural"]}})
+    assert ok.routing.experiment.mode == "interleave"
+    assert load_settings(None).routing.experiment.mode == "split"
+    for pair in (["ease"], ["ease", "neural", "popularity"], ["ease", "ease"]):
+        with pytest.raises(ConfigError, match="two different engines"):
+            load_settings(None, routing={"experiment": {"interleave": pair}})
+    with pytest.raises(ConfigError, match=r"routing\.experiment\.interleave.*unknown engine"):
+        load_settings(None, routing={"experiment": {"interleave": ["ease", "bert"]}})
+    with pytest.raises(ConfigError, match="attribution_window_s"):
+        load_settings(None, serving={"attribution_window_s": 7200, "impressions_retain_s": 3600})
+    with pytest.raises(ConfigError, match=r"routing\.experiment\.name"):
+        load_settings(None, routing={"experiment": {"name": ""}})

@@ -591,3 +591,35 @@ def test_every_loops_the_command_and_a_refusal_does_not_end_it(
     assert " ".join(done.output.split()).count("challenger refused") == 2
     assert len(slept) == 1 and 7000 < slept[0] <= 7200
     assert current_dir(tmp_path / "art", "ease") == served
+
+
+def test_retrain_reads_the_catalogue_the_items_api_writes(small_dataset: Dataset, tmp_path: Path) -> None:
+    """The server's catalogue store (what PUT /api/v1/items writes) is the default --catalogue: a new item with its
+    metadata and its logged events is in the next data set; a retired item's interactions stay training data."""
+    from recengine.catalogue import source_of
+    from recengine.catalogue.records import CatalogueItem
+    from recengine.catalogue.sqlite_store import sqlite_connect, sqlite_mark_unavailable, sqlite_put
+    from recengine.cli import _default_catalogue
+
+    settings = settings_for(tmp_path, small_dataset, promotion_tolerance=1.0)
+    assert _default_catalogue(settings) is None  # the items API never wrote one
+    store = Path(source_of(settings))
+    store.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite_connect(store)
+    retired = small_dataset.items.ids.ids[3]
+    sqlite_put(conn, [CatalogueItem("brand-new", "The New One", ("drama",), {"price": 9.5})])
+    sqlite_mark_unavailable(conn, retired, None)
+    conn.close()
+    assert _default_catalogue(settings) == str(store)
+    users = small_dataset.users.ids[1:6]
+    write_events(tmp_path / "ev.sqlite3", later_events(small_dataset, users, "brand-new"))
+    report = retrain(
+        ["popularity"], settings, events=str(tmp_path / "ev.sqlite3"), catalogue=_default_catalogue(settings)
+    )
+    ds = report.dataset
+    new = ds.items.ids.index("brand-new")
+    assert ds.items.titles is not None and ds.items.titles[new] == "The New One"
+    assert int((ds.item == new).sum()) == 5
+    old = small_dataset.items.ids.index(retired)
+    assert int((ds.item == old).sum()) == int((small_dataset.item == old).sum())
+    assert ds.manifest["retrain"]["catalogue"] == str(store)

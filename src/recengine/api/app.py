@@ -29,10 +29,12 @@ from recengine.engines import load_engine
 from recengine.engines.base import Engine
 from recengine.errors import StorageUnavailable
 from recengine.observability.logging import configure_logging
+from recengine.serving.attribution import Attributor, ImpressionRecorder
+from recengine.serving.impressions import open_impression_store
 from recengine.serving.ingest import EventIngest
 from recengine.serving.registry import ModelRegistry
 from recengine.serving.service import RecommendationService
-from recengine.serving.stores import open_stores
+from recengine.serving.stores import Stores, open_stores
 from recengine.settings import Settings, load_settings, startup_warnings
 
 log = logging.getLogger("recengine.api")
@@ -66,6 +68,7 @@ def create_app(
         for name, engine in (engines or {}).items():
             registry.put(name, engine)
         stores = await open_stores(settings)
+        recorder, attribution = _attribution(settings, stores)
         observer = None
         if obs.metrics:
             from recengine.observability.observer import MetricsObserver
@@ -82,12 +85,16 @@ def create_app(
             observer=observer,
             max_inflight=serving.inference_workers,
             catalogue=catalogue,
+            impressions=recorder,
         )
         ingest = EventIngest(stores.events, stores.history)
         gw = Gateway(
             settings=settings, base_settings=settings, service=service, registry=registry, stores=stores, ingest=ingest,
             catalogue=catalogue,
+            attribution=attribution,
         )  # fmt: skip
+        if recorder is not None:
+            recorder.start()
         if stores.redis is None:
             # In-process histories die with the process; the durable log brings them back — the events the seed
             # data set does not hold already (a merged data set holds the log up to its watermark).
@@ -128,6 +135,9 @@ def create_app(
                 upkeep.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await upkeep
+            if recorder is not None:
+                await recorder.close()
+                await recorder.store.close()
             await stores.close()
             await catalogue.store.close()
             await service.close()
@@ -144,11 +154,11 @@ def create_app(
     )
     app.state.settings = settings
     problems.install(app)
-    from recengine.api.routes import admin, events, explore, health, index, items, recommendations
+    from recengine.api.routes import admin, events, experiments, explore, health, index, items, recommendations
     from recengine.api.routes import engines as engines_routes
     from recengine.console import install as install_console
 
-    for module in (index, recommendations, items, events, engines_routes, explore, health, admin):
+    for module in (index, recommendations, items, events, engines_routes, explore, health, admin, experiments):
         app.include_router(module.router)
     install_console(app)  # the web console at /ui, on the routes above
     app.add_middleware(GatewayMiddleware, max_body=serving.max_body_bytes, metrics=settings.observability.metrics)
@@ -156,6 +166,22 @@ def create_app(
         _openapi, app, serving.max_k, serving.max_batch_events, settings.catalogue.max_batch_items
     )
     return app
+
+
+def _attribution(settings: Settings, stores: Stores) -> tuple[ImpressionRecorder | None, Attributor | None]:
+    """The impression recorder and the attributor over the impression store (none when impressions are off)."""
+    serving = settings.serving
+    on_record = on_attributed = None
+    if settings.observability.metrics:
+        from recengine.observability import metrics
+
+        on_record, on_attributed = metrics.record_impression, metrics.record_attributed
+        metrics.set_experiment_arms(settings.routing.experiment)
+    if not serving.impressions:
+        return None, None
+    store = open_impression_store(serving, stores.redis)
+    recorder = ImpressionRecorder(store, on_record=on_record)
+    return recorder, Attributor(store, recorder, serving.attribution_window_s, on_attributed)
 
 
 def _cap_k(node: Any, max_k: int) -> None:

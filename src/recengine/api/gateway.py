@@ -13,6 +13,7 @@ from typing import Any
 from recengine.api.runtime import OVERRIDES_KEY, apply_overrides, decode_overrides, encode_overrides, runtime_config
 from recengine.catalogue.view import CatalogueView
 from recengine.errors import StorageUnavailable
+from recengine.serving.attribution import Attributor
 from recengine.serving.ingest import EventIngest
 from recengine.serving.redis import REDIS_ERRORS, nothing
 from recengine.serving.registry import LoadedModel, ModelRegistry
@@ -35,6 +36,8 @@ class Gateway:
     stores: Stores
     ingest: EventIngest
     overrides: dict[str, Any] = field(default_factory=dict)
+    attribution: Attributor | None = None
+    """Credits events to the answers they respond to; None when impressions are not recorded."""
     _overrides_raw: bytes | None = None
     catalogue: CatalogueView | None = None
     """This process's view of the item catalogue (``catalogue/view.py``)."""
@@ -45,6 +48,10 @@ class Gateway:
         self.settings = settings
         self.overrides = dict(overrides)
         self.service.set_config(runtime_config(settings))
+        if settings.observability.metrics:
+            from recengine.observability import metrics
+
+            metrics.set_experiment_arms(settings.routing.experiment)
 
     async def share_overrides(self) -> None:
         """Store the overrides in Redis, where the other workers and replicas pick them up on their next sync."""

@@ -36,6 +36,7 @@ def runtime_config(settings: Settings) -> RuntimeConfig:
         fallback=tuple(settings.routing.fallback),
         experiment_name=settings.routing.experiment.name,
         experiment_weights=dict(settings.routing.experiment.weights),
+        experiment_interleave=tuple(settings.routing.experiment.interleave),
         cache_ttl_s=settings.cache.ttl_s,
         engine_timeout_ms=settings.serving.engine_timeout_ms,
     )

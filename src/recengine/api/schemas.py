@@ -107,11 +107,25 @@ class RecommendedItem(BaseModel):
     rank: int
     title: str | None = None
     categories: list[str] | None = None
+    engine: str | None = Field(
+        default=None, description="Interleaved answers only: the engine this item is credited to."
+    )
+
+
+#: A recommendation id as the service writes it (32 hex digits): what ``POST /events`` accepts.
+RecommendationId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+
+
+class ExperimentRef(BaseModel):
+    name: str
+    arm: str = Field(description="The arm (an engine), or 'interleave' for an interleaved answer.")
 
 
 class RecommendationResponse(BaseModel):
     request_id: str
+    recommendation_id: str = Field(description="Quote it in POST /api/v1/events to attribute an event to this answer.")
     user_id: str | None
+    experiment: ExperimentRef | None = Field(description="The experiment and arm that chose the engine, if one did.")
     engine: str
     model_version: str
     fallback: str | None = Field(description="null when the first-choice engine answered, else why it did not.")
@@ -122,6 +136,7 @@ class RecommendationResponse(BaseModel):
 
 class SimilarItemsResponse(BaseModel):
     request_id: str
+    recommendation_id: str
     item_id: str
     engine: str
     model_version: str
@@ -166,6 +181,9 @@ class EventIn(_Body):
     event_id: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")] | None = Field(
         default=None, description="Makes retries idempotent; generated when absent."
     )
+    recommendation_id: RecommendationId | None = Field(
+        default=None, description="The answer this event responds to (its recommendation_id), for attribution."
+    )
 
     @field_validator("timestamp", mode="wrap")
     @classmethod
@@ -188,6 +206,11 @@ class EventsResponse(BaseModel):
     accepted: int = Field(description="New events, durably stored.")
     duplicates: int = Field(description="Events whose event_id was already stored (retries).")
     event_ids: list[str]
+    attributed: int | None = Field(
+        default=None,
+        description="Events of this request credited to an answer shown to the user (by recommendation_id or by "
+        "the attribution window); null when the impression store could not be asked (the events are stored).",
+    )
 
 
 class EngineStatus(BaseModel):

@@ -21,6 +21,9 @@ raising on I/O — only on a programming error such as an unknown outcome name, 
 - ``set_event_log_backlog(unmerged, limit)``: events not yet merged into a data set, and the cap on them;
 - ``set_dependency_up(name, up)``: reachability of a backing service (``redis``);
 - ``set_catalogue_size(records, available)``: items written through the catalogue API, by availability;
+- ``record_impression(engine, arm)`` / ``record_attributed(engine, arm)``: an answer recorded as an impression, an
+  event credited to one (``arm`` ``none`` outside an experiment); ``set_experiment_arms(experiment)``: which arm
+  is the control (``recengine_experiment_control``), for the CTR alert;
 - ``metrics_response() -> (body, content_type)``: the ``/metrics`` payload, single- or multi-process;
 - ``prepare_multiprocess_dir()`` / ``mark_worker_exit()``: multi-worker set-up and worker shutdown.
 
@@ -55,7 +58,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -68,6 +71,9 @@ from prometheus_client import (
 )
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+if TYPE_CHECKING:
+    from recengine.settings import ExperimentSettings
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 # prometheus_client opens this process's files as soon as an unlabelled metric is built (below), so a configured
@@ -188,6 +194,25 @@ CATALOGUE_ITEMS = Gauge(
     ["state"],
     multiprocess_mode="livemax",
 )
+IMPRESSIONS = Counter(
+    "recengine_impressions_total",
+    "Answers recorded as impressions, by answering engine (interleave for an interleaved answer) and experiment arm "
+    "(none outside an experiment).",
+    ["engine", "arm"],
+)
+ATTRIBUTED = Counter(
+    "recengine_attributed_events_total",
+    "Events credited to an answer shown to the user, by credited engine and experiment arm (none outside one).",
+    ["engine", "arm"],
+)
+# The control is configuration, the same in every worker: the alert compares each arm's CTR with its.
+EXPERIMENT_CONTROL = Gauge(
+    "recengine_experiment_control",
+    "1 for the control arm of the running split experiment (the first of routing.experiment.weights), 0 for its "
+    "other arms and for arms no longer in it.",
+    ["arm"],
+    multiprocess_mode="livemax",
+)
 MODEL_AGE_NAME: Final = "recengine_model_age_seconds"
 
 # Every metric name this module can expose; the dashboard and alert tests check their PromQL against it.
@@ -210,6 +235,9 @@ METRIC_NAMES: Final[frozenset[str]] = frozenset(
         "recengine_event_log_unmerged_limit",
         "recengine_dependency_up",
         "recengine_catalogue_items",
+        "recengine_impressions_total",
+        "recengine_attributed_events_total",
+        "recengine_experiment_control",
     }
 )
 
@@ -312,6 +340,31 @@ def set_catalogue_size(records: int, available: int) -> None:
 def set_dependency_up(name: str, up: bool) -> None:
     """Publish whether a backing service (``redis``) is reachable; the "Redis unreachable" alert reads it."""
     DEPENDENCY_UP.labels(name).set(1 if up else 0)
+
+
+def record_impression(engine: str, arm: str | None) -> None:
+    """Count one answer recorded as an impression (``arm=None`` outside an experiment)."""
+    IMPRESSIONS.labels(engine, arm or "none").inc()
+
+
+def record_attributed(engine: str, arm: str | None) -> None:
+    """Count one event credited to an answer, by the engine credited and the answer's arm."""
+    ATTRIBUTED.labels(engine, arm or "none").inc()
+
+
+_arms: set[str] = set()
+
+
+def set_experiment_arms(experiment: ExperimentSettings) -> None:
+    """Publish which arm is the control: the first with a positive weight of a split experiment (none for an
+    interleaving one)."""
+    arms = [name for name, w in experiment.weights.items() if w > 0] if experiment.mode == "split" else []
+    with _versions_lock:
+        for arm in _arms - set(arms):
+            EXPERIMENT_CONTROL.labels(arm).set(0)
+        for i, arm in enumerate(arms):
+            EXPERIMENT_CONTROL.labels(arm).set(1 if i == 0 else 0)
+        _arms.update(arms)
 
 
 # ---- exposition --------------------------------------------------------------------------------------------

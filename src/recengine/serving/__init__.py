@@ -6,6 +6,8 @@ inference.py  one batched engine call, formatted items    batching.py   micro-ba
 observer.py   what the service reports                    ingest.py     events → log → histories; replay
 cache.py · history.py · events.py   the stores            redis.py      the Redis client and outage policy
 stores.py     every store built from the settings         registry.py   served versions, hot reload
+impressions.py  what was shown, what it earned (stores)   attribution.py  impression queue, event → answer credit
+interleave.py   team-draft interleaving                   readout.py    experiment statistics (Wilson, z, sign test)
 """
 
 from recengine.serving.breaker import CircuitBreaker

@@ -5,7 +5,9 @@ Order of decision:
 1. an explicit ``engine`` in the request, when that engine is enabled;
 2. the experiment: a weighted split on stable hashes of (experiment name, user id, arm) — the same user lands in the
    same arm on every request, every worker and every replica, and changing the weights moves as few users as the
-   new shares allow (weighted rendezvous hashing, see :func:`assign`);
+   new shares allow (weighted rendezvous hashing, see :func:`assign`). In ``interleave`` mode (``interleave`` names two
+   engines) there are no arms: every user's answer merges the two engines' (team draft, ``serving/interleave.py``),
+   when both are enabled;
 3. the rules: no history → the floor (popularity); a history shorter than ``short_history`` → the short-history
    engine (neural); longer → the long-history engine (transformer) — the roles of ``engines.ENGINES``.
 
@@ -42,6 +44,8 @@ class RuntimeConfig:
     fallback: tuple[str, ...] = tuple(_default(RoutingSettings, "fallback"))
     experiment_name: str = _default(ExperimentSettings, "name")
     experiment_weights: Mapping[str, float] = field(default_factory=dict)
+    experiment_interleave: tuple[str, ...] = ()
+    """Two engines: interleave their answers for every known user (``routing.experiment.interleave``)."""
     cache_ttl_s: float = _default(CacheSettings, "ttl_s")
     engine_timeout_ms: float = _default(ServingSettings, "engine_timeout_ms")
 
@@ -53,11 +57,20 @@ class RuntimeConfig:
 class Decision:
     primary: str
     reason: str
-    """explicit | experiment:<name> | rule:no_history | rule:short_history | rule:long_history"""
+    """explicit | experiment:<name> | interleave:<name> | rule:no_history | rule:short_history | rule:long_history"""
     chain: tuple[str, ...]
     """Engines to try, in order; starts with ``primary`` and ends with the floor."""
     note: str | None = None
     """Why the request did not get what it asked for (e.g. the requested engine is disabled)."""
+    interleave: tuple[str, str] | None = None
+    """An ``interleave`` experiment: the two engines whose answers are merged (team draft); ``primary`` is the
+    first, ``chain`` what answers if neither can."""
+
+    @property
+    def experiment(self) -> str | None:
+        """The experiment that decided the engine, if one did."""
+        head, _, name = self.reason.partition(":")
+        return name if head in ("experiment", "interleave") else None
 
 
 def bucket(experiment: str, user_id: str) -> float:
@@ -92,7 +105,13 @@ def decide(cfg: RuntimeConfig, user_id: str | None, history_len: int, requested:
         if cfg.is_enabled(requested) or requested == FLOOR:
             return Decision(requested, "explicit", _chain(cfg, requested))
         note = f"requested engine {requested!r} is disabled"
-    if user_id is not None:
+    if user_id is not None and cfg.experiment_interleave:
+        pair = list(cfg.experiment_interleave)
+        if len(pair) == 2 and all(cfg.is_enabled(name) for name in pair):
+            return Decision(
+                pair[0], f"interleave:{cfg.experiment_name}", _chain(cfg, pair[0]), note, (pair[0], pair[1])
+            )
+    elif user_id is not None:
         arm = assign(cfg.experiment_name, cfg.experiment_weights, user_id)
         if arm is not None and cfg.is_enabled(arm):
             return Decision(arm, f"experiment:{cfg.experiment_name}", _chain(cfg, arm), note)

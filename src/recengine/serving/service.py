@@ -11,29 +11,40 @@ Both kinds of request walk their chain of engines in one loop (:meth:`Recommenda
 engine that is switched off, not loaded or behind an open circuit, answer from the cache when it can, else call the
 engine through the guard (``serving/guard.py``: own threads, time budget, breaker) and move on when it fails. The
 floor ends every chain and has no deadline, so something always comes back.
+
+Every answer gets a ``recommendation_id`` (and, when the experiment chose the engine, its name and arm) and is handed
+to the impression recorder (``serving/attribution.py``: a queue append). In an interleave experiment both engines
+answer the same request through that loop and :func:`~recengine.serving.interleave.interleave_items` merges them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from recengine.engines import FLOOR, SIMILAR_ORDER
 from recengine.errors import EngineUnavailable, NotFound
+from recengine.serving.attribution import ImpressionRecorder
 from recengine.serving.cache import Cache, cache_key, params_hash
 from recengine.serving.guard import EngineFailed, EngineGuard
 from recengine.serving.history import HistoryStore
 from recengine.serving.inference import recommend_rows, similar_row
+from recengine.serving.interleave import interleave_items
 from recengine.serving.observer import NullObserver, Observer
 from recengine.serving.registry import LoadedModel, ModelRegistry
-from recengine.serving.routing import RuntimeConfig, decide
+from recengine.serving.routing import Decision, RuntimeConfig, decide
 from recengine.serving.types import Answer, RecommendRequest, decode_payload, encode_payload
 
 #: How a job starts its engine call for one model; None when that model cannot take the request.
 Prepare = Callable[[LoadedModel], Callable[[], Awaitable[Any]] | None]
+#: What answered a job: (engine, from the cache, cached payload).
+Result = tuple[str, bool, bytes]
+#: The engine name of an interleaved answer (each item carries the engine it is credited to).
+INTERLEAVE = "interleave"
 
 
 @dataclass(slots=True)
@@ -108,9 +119,12 @@ class RecommendationService:
         max_batch: int = 32,
         max_inflight: int = 2,
         catalogue: Catalogue | None = None,
+        impressions: ImpressionRecorder | None = None,
     ) -> None:
         self.registry = registry
         self.catalogue: Catalogue = catalogue or NoCatalogue()
+        self.impressions = impressions
+        """Where each answer's impression goes (None: not recorded)."""
         self.cache = cache
         self.history = history
         self.config = config
@@ -167,10 +181,47 @@ class RecommendationService:
             "rec", req.user_id if req.user_id is not None else "", hver, params, prepare, attempt,
             request_id or uuid.uuid4().hex, started, user_id=req.user_id, catalogue_version=self.catalogue.key,
         )  # fmt: skip
-        answer = await self._first_answer(job, decision.chain, cfg)
+        if decision.interleave is not None:
+            answer = await self._interleave(job, decision, cfg, k)
+        else:
+            answer = await self._first_answer(job, decision.chain, cfg)
+            if answer is not None and decision.experiment is not None:
+                answer.experiment = (decision.experiment, decision.primary)
         if answer is None:
             raise EngineUnavailable(f"no engine could answer: {attempt.reason() or 'no model is loaded'}")
+        self._record(answer)
         return answer
+
+    async def _interleave(self, job: _Job, decision: Decision, cfg: RuntimeConfig, k: int) -> Answer | None:
+        """Both engines' answers merged by team draft; one engine's alone when the other cannot answer (then not
+        an interleaved answer: no experiment), the rest of the chain when neither can."""
+        assert decision.interleave is not None and decision.experiment is not None
+        pair = decision.interleave
+        subs = [replace(job, attempt=_Attempt(report_skips=True)) for _ in pair]
+        results = await asyncio.gather(
+            *(self._first_result(sub, (name,), cfg) for sub, name in zip(subs, pair, strict=True))
+        )
+        for sub in subs:
+            job.attempt.failures += sub.attempt.failures
+            job.attempt.first = job.attempt.first or sub.attempt.first
+        ra, rb = results
+        if ra is not None and rb is not None:
+            rid = uuid.uuid4().hex
+            (va, items_a), (vb, items_b) = decode_payload(ra[2]), decode_payload(rb[2])
+            items, credits = interleave_items(items_a, items_b, k, rid, pair)
+            payload = encode_payload(f"{pair[0]}:{va}+{pair[1]}:{vb}", items)
+            answer = self._answer(job, INTERLEAVE, ra[1] and rb[1], payload, rid)
+            answer.experiment = (decision.experiment, INTERLEAVE)
+            answer.credits = tuple(credits)
+            return answer
+        one = ra or rb
+        if one is not None:
+            return self._answer(job, *one)
+        return await self._first_answer(job, [n for n in decision.chain if n not in pair], cfg)
+
+    def _record(self, answer: Answer) -> None:
+        if self.impressions is not None:
+            self.impressions.record(answer)
 
     async def similar(self, item_id: str, k: int, engine: str | None = None, request_id: str | None = None) -> Answer:
         started = time.perf_counter()
@@ -193,6 +244,7 @@ class RecommendationService:
         )  # fmt: skip
         answer = await self._first_answer(job, chain, cfg)
         if answer is not None:
+            self._record(answer)
             return answer
         models = [m for m in map(self.registry.get, chain) if m is not None]
         if not any(m.engine.item_ids.index(item_id) for m in models):
@@ -202,6 +254,10 @@ class RecommendationService:
     # ---- the fallback loop --------------------------------------------------------------------------------
     async def _first_answer(self, job: _Job, chain: Iterable[str], cfg: RuntimeConfig) -> Answer | None:
         """The answer of the first engine of ``chain`` that gives one; None when none does."""
+        result = await self._first_result(job, chain, cfg)
+        return None if result is None else self._answer(job, *result)
+
+    async def _first_result(self, job: _Job, chain: Iterable[str], cfg: RuntimeConfig) -> Result | None:
         attempt = job.attempt
         for name in chain:
             # The floor's switch only keeps it out of experiments: as the last resort it is always usable.
@@ -224,7 +280,7 @@ class RecommendationService:
             hit = await self.cache.get(key)
             self.observer.cache(self._backend(), hit is not None)
             if hit is not None:
-                return self._answer(job, name, True, hit)
+                return name, True, hit
             try:
                 # The floor is the answer of last resort: it gets no deadline, so something always comes back.
                 timeout = None if name == FLOOR else cfg.engine_timeout_ms
@@ -234,13 +290,13 @@ class RecommendationService:
                 continue
             payload = encode_payload(model.version, ranked)
             await self.cache.set(key, payload, cfg.cache_ttl_s)
-            return self._answer(job, name, False, payload)
+            return name, False, payload
         return None
 
     def _backend(self) -> str:
         return str(getattr(self.cache, "backend", "memory"))
 
-    def _answer(self, job: _Job, engine: str, cached: bool, payload: bytes) -> Answer:
+    def _answer(self, job: _Job, engine: str, cached: bool, payload: bytes, rid: str | None = None) -> Answer:
         version, items_json = decode_payload(payload)
         reason = job.attempt.reason()
         if job.attempt.first is not None:
@@ -256,6 +312,7 @@ class RecommendationService:
             cached=cached,
             items_json=items_json,
             took_ms=round((time.perf_counter() - job.started) * 1000, 3),
+            recommendation_id=rid or uuid.uuid4().hex,
         )
 
     # ---- status -------------------------------------------------------------------------------------------

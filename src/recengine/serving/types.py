@@ -34,6 +34,12 @@ class Answer:
     took_ms: float
     user_id: str | None = None
     item_id: str | None = None
+    recommendation_id: str = ""
+    """Names this answer in the impression log; an event that quotes it is attributed to it."""
+    experiment: tuple[str, str] | None = None
+    """(experiment name, arm) when an experiment decided the engine."""
+    credits: tuple[str, ...] = ()
+    """Interleaved answers: the engine credited with each item (also in each item's ``engine``)."""
 
     @property
     def items(self) -> list[dict[str, Any]]:
@@ -42,11 +48,14 @@ class Answer:
         return items
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"request_id": self.request_id}
+        out: dict[str, Any] = {"request_id": self.request_id, "recommendation_id": self.recommendation_id}
         if self.item_id is not None:
             out["item_id"] = self.item_id
         else:
             out["user_id"] = self.user_id
+            out["experiment"] = (
+                {"name": self.experiment[0], "arm": self.experiment[1]} if self.experiment is not None else None
+            )
         out.update(
             engine=self.engine,
             model_version=self.model_version,

@@ -52,7 +52,7 @@ from recengine.engines.base import Engine
 from recengine.errors import ArtifactError, ConfigError, DataError, RetrainBusy
 from recengine.evaluation import Scorer, evaluate
 from recengine.observability.logging import get_logger
-from recengine.settings import Settings
+from recengine.settings import Settings, redact_url
 from recengine.training import run
 
 log = get_logger("recengine.retrain")
@@ -224,17 +224,35 @@ def base_dataset(settings: Settings, data: Path | None = None) -> Path:
     return Path(settings.data.dir)
 
 
-def load_catalogue(path: Path, on_invalid: str = "fail") -> Any:
-    """The catalogue's items table (``item``, ``title``, ``categories``, numeric columns). Today an items file in any
-    format ``recengine data prepare --items`` reads; the one place to point at the catalogue store instead."""
+def is_catalogue_store(spec: str | Path) -> bool:
+    """A catalogue store (``redis://…`` or the catalogue's SQLite file), as opposed to an items table file."""
+    text = str(spec)
+    if text.startswith(("redis://", "rediss://", "unix://")):
+        return True
+    try:
+        with open(text, "rb") as fh:
+            return fh.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+def load_catalogue(spec: str | Path, on_invalid: str = "fail") -> Any:
+    """The catalogue's items table (``item``, ``title``, ``categories``, numeric columns): exported from the
+    catalogue store that the items API writes (its SQLite file or ``redis://…?prefix=``), or read from an items file
+    in any format ``recengine data prepare --items`` reads. Items marked unavailable stay in the table: their
+    interactions remain training data, and serving never recommends them."""
+    if is_catalogue_store(spec):
+        from recengine.catalogue.export import export_catalogue
+
+        return export_catalogue(spec).items
     from recengine.data.readers import read_items
 
-    table, _ = read_items(path, on_invalid=on_invalid)
+    table, _ = read_items(Path(spec), on_invalid=on_invalid)
     return table
 
 
 def next_dataset(
-    base: Dataset, root: Path, log_reader: EventLogReader | None, catalogue: Path | None, keep: int = 3
+    base: Dataset, root: Path, log_reader: EventLogReader | None, catalogue: str | Path | None, keep: int = 3
 ) -> tuple[Path, Dataset, dict[str, Any] | None]:
     """Write ``base`` + the catalogue + the log's events as a new version under ``root``, move ``root/CURRENT`` to
     it, and only then the log's watermark. Old versions beyond the newest ``keep`` are removed."""
@@ -245,7 +263,7 @@ def next_dataset(
     merge.dataset.manifest["retrain"] = {
         "base": str(base.path) if base.path is not None else None,
         "base_hash": base.content_hash,
-        "catalogue": str(catalogue) if catalogue is not None else None,
+        "catalogue": redact_url(str(catalogue)) if catalogue is not None else None,
     }
     target = write_merged(merge, Path(root) / new_version())
     set_current(target)
@@ -409,7 +427,7 @@ def retrain(
     settings: Settings,
     *,
     events: str | Path | None = None,
-    catalogue: Path | None = None,
+    catalogue: str | Path | None = None,
     data: Path | None = None,
     fit_fn: FitFn | None = None,
 ) -> RetrainReport:
@@ -422,7 +440,7 @@ def retrain(
             "retrain runs in one process (it holds the locks and moves CURRENT itself): set training.strategy = "
             "'auto' and training.num_nodes = 1, or train distributed with `recengine train` (docs/training.md)"
         )
-    if catalogue is not None and not Path(catalogue).exists():
+    if catalogue is not None and not is_catalogue_store(catalogue) and not Path(catalogue).exists():
         raise DataError(f"--catalogue: {catalogue} not found")
     artifacts = Path(settings.serving.artifacts_dir)
     reader = open_event_log(events) if events is not None else None

@@ -1,4 +1,8 @@
-"""``POST /api/v1/events``: one event or a list; answered only once every new event is durably stored."""
+"""``POST /api/v1/events``: one event or a list; answered only once every new event is durably stored.
+
+Once stored, the events are attributed to the answers they respond to (``serving/attribution.py``); that step is
+best effort: an impression store that is down leaves ``attributed`` null, never fails the request.
+"""
 
 from __future__ import annotations
 
@@ -110,5 +114,13 @@ async def post_events(request: Request, gateway: GatewayDep) -> Response:
         from recengine.observability import metrics
 
         metrics.record_events(accepted=result.accepted)
-    body = {"accepted": result.accepted, "duplicates": result.duplicates, "event_ids": result.event_ids}
+    attributed = None
+    if gateway.attribution is not None:
+        attributed = await gateway.attribution.try_attribute(events, [e.recommendation_id for e in parsed])
+    body = {
+        "accepted": result.accepted,
+        "duplicates": result.duplicates,
+        "event_ids": result.event_ids,
+        "attributed": attributed,
+    }
     return Response(orjson.dumps(body), media_type="application/json")
