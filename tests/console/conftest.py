@@ -59,10 +59,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def live(small_dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """uvicorn in a thread on a free port, serving popularity, EASE, the neural engine and a three-epoch transformer
-    (a training curve with more than one point); writes (events, items) need ``WRITE_KEY``."""
+    (a training curve with more than one point); writes (events, items) need ``WRITE_KEY``. One per session:
+    a test that changes the server's state (switches, weights) puts it back."""
     import uvicorn
 
     from recengine.api.app import create_app
@@ -84,6 +85,8 @@ def live(small_dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> It
             "admin_api_key": ADMIN_KEY,
             "write_api_key": WRITE_KEY,
             "reload_poll_s": 0,
+            # The page asks every engine at once; on a busy 2-core machine the 50 ms default times some out.
+            "engine_timeout_ms": 5000,
         },
         data={"dir": str(small_dataset.path)},
         observability={"log_level": "ERROR"},

@@ -26,6 +26,7 @@ PAGES: dict[str, tuple[str, str, str]] = {
     "users": ("/ui", "Users", "users.html.j2"),
     "engines": ("/ui/engines", "Engines", "engines.html.j2"),
     "catalogue": ("/ui/catalogue", "Catalogue", "catalogue.html.j2"),
+    "experiments": ("/ui/experiments", "Experiments", "experiments.html.j2"),
 }
 
 _env = Environment(
@@ -67,6 +68,11 @@ async def engines_page(request: Request) -> HTMLResponse:
 @router.get("/ui/catalogue", response_class=HTMLResponse)
 async def catalogue_page(request: Request) -> HTMLResponse:
     return render("catalogue", request)
+
+
+@router.get("/ui/experiments", response_class=HTMLResponse)
+async def experiments_page(request: Request) -> HTMLResponse:
+    return render("experiments", request)
 
 
 def install(app: FastAPI) -> None:

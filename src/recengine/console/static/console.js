@@ -570,12 +570,104 @@
     search();
   }
 
+  // ---- experiments page -------------------------------------------------------------------------------------
+  function experimentsPage() {
+    let admin = false;
+    const pct = (x) => (x === null || x === undefined ? "—" : `${(100 * x).toFixed(1)} %`);
+    const ci = (r) => (r.value === null ? "—" : `${pct(r.value)} [${pct(r.ci_low)}, ${pct(r.ci_high)}]`);
+    const p = (t) => (t && t.p_value !== null && t.p_value !== undefined ? Number(t.p_value).toFixed(3) : "—");
+
+    async function render() {
+      removeAdmin();
+      $("#experiments-locked").hidden = admin;
+      if (!admin) return;
+      const box = el("div", { dataset: { admin: "" } });
+      $("#experiments-slot").append(box);
+      let readout = null;
+      let config = null;
+      let engines = [];
+      const status = el("p", { role: "status", "aria-live": "polite", id: "weights-status" });
+      try {
+        [config, engines] = await Promise.all([
+          api("/admin/config", { admin: true }),
+          api("/engines").then((b) => b.engines.map((e) => e.name)),
+        ]);
+        readout = await api("/admin/experiments?k=10", { admin: true }).catch((err) => ({ error: err.message }));
+      } catch (err) {
+        box.append(el("p", { class: "error" }, err.message));
+        return;
+      }
+      const weights = config.values["routing.experiment.weights"] || {};
+      const name = config.values["routing.experiment.name"];
+      const panel = el("section", { class: "panel", "aria-labelledby": "readout-heading" },
+        el("h2", { id: "readout-heading" }, `Experiment “${readout.experiment || name}”`));
+      box.append(panel);
+      if (readout.error) {
+        panel.append(el("p", { class: "muted", id: "readout-empty" }, readout.error));
+      } else {
+        const totalUsers = readout.arms.reduce((n, a) => n + a.users, 0);
+        const totalImpr = readout.arms.reduce((n, a) => n + a.impressions, 0);
+        panel.append(el("p", { class: "muted" },
+          `mode ${readout.mode} · control ${readout.control || "—"} · online HR@${readout.k} · ${readout.methods.ci}; ${readout.methods.test}`));
+        const head = ["arm", "weight", "users (share)", "impressions (share)", "attributed events", "CTR (95 % CI)",
+          `HR@${readout.k} (95 % CI)`, "p CTR vs control", `p HR@${readout.k} vs control`];
+        panel.append(el("div", { class: "scroll" }, el("table", { id: "arms-table" },
+          el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { scope: "col" }, h)))),
+          el("tbody", {}, ...readout.arms.map((a) => el("tr", { dataset: { arm: a.arm } },
+            el("td", {}, a.arm), el("td", {}, weights[a.arm] ?? "—"),
+            el("td", {}, `${a.users} (${pct(totalUsers ? a.users / totalUsers : null)})`),
+            el("td", {}, `${a.impressions} (${pct(totalImpr ? a.impressions / totalImpr : null)})`),
+            el("td", {}, a.attributed_events), el("td", {}, ci(a.ctr)), el("td", {}, ci(a.hr_at_k)),
+            el("td", {}, a.vs_control ? p(a.vs_control.ctr) : "control"),
+            el("td", {}, a.vs_control ? p(a.vs_control.hr_at_k) : "control")))))));
+        if (readout.interleave) {
+          const il = readout.interleave;
+          panel.append(el("p", { id: "interleave" },
+            `Interleaving ${il.engines.join(" vs ")}: ${il.wins} wins, ${il.ties} ties, ${il.losses} losses over ` +
+            `${il.users_with_clicks} users with clicks; sign test p = ${Number(il.sign_test.p_value).toFixed(3)}`));
+        }
+      }
+      // Weights: PATCH /api/v1/admin/config, shared with every replica through Redis.
+      const form = el("form", { id: "weights-form", class: "row" });
+      for (const engine of engines) {
+        const id = `weight-${engine}`;
+        form.append(el("label", { for: id }, engine),
+          el("input", { id, type: "number", min: "0", step: "any", value: weights[engine] ?? 0, dataset: { engine }, class: "weight" }));
+      }
+      form.append(el("button", { type: "submit", id: "weights-save" }, "Save weights"));
+      form.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        const next = {};
+        for (const input of form.querySelectorAll("input.weight")) {
+          const w = Number(input.value);
+          if (w > 0) next[input.dataset.engine] = w;
+        }
+        try {
+          await api("/admin/config", { method: "PATCH", admin: true, body: { "routing.experiment.weights": next } });
+          say(status, Object.keys(next).length ? `weights saved: ${JSON.stringify(next)}` : "no experiment: rules decide");
+        } catch (err) {
+          say(status, err.message, true);
+        }
+      });
+      box.append(el("section", { class: "panel", "aria-labelledby": "weights-heading" },
+        el("h2", { id: "weights-heading" }, "Traffic weights"),
+        el("p", { class: "muted" }, "Each engine's share of users is its weight over the sum; 0 leaves it out."),
+        form, status));
+    }
+
+    onAdminChange = (on) => {
+      admin = on;
+      render();
+    };
+  }
+
   // ---- start ------------------------------------------------------------------------------------------------
   document.addEventListener("DOMContentLoaded", async () => {
     const page = document.body.dataset.page;
     if (page === "users") usersPage();
     else if (page === "engines") enginesPage();
     else if (page === "catalogue") cataloguePage();
+    else if (page === "experiments") experimentsPage();
     const reflect = setupAdminKey();
     if (adminKey()) {
       // A key kept from earlier in this tab: check it again before showing anything of admin.
