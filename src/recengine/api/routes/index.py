@@ -15,7 +15,7 @@ router = APIRouter(tags=["health"])
 
 #: name → (path, what a person finds there)
 LINKS: dict[str, tuple[str, str]] = {
-    "console": ("/ui", "the web console: users, engines and their recommendations"),
+    "console": ("/ui", "the web console: users, engines, catalogue, experiments"),
     "docs": ("/docs", "interactive API documentation"),
     "openapi": ("/openapi.json", "the OpenAPI document"),
     "recommendations": ("/api/v1/recommendations", "top-K for a user (?user_id=…&k=…)"),
