@@ -1,4 +1,5 @@
-"""The web console at ``/ui`` (users, engines, catalogue, experiments): server-rendered pages (Jinja2) and one plain-JavaScript file, no build step, no CDN.
+"""The web console at ``/ui`` (users, engines, catalogue, experiments): server-rendered pages (Jinja2) and one
+plain-JavaScript file, no build step, no CDN.
 
 The pages are skeletons; ``static/console.js`` fills them by calling the documented public API only (the same
 routes any client has), so the console also shows that API at work. Admin controls exist only in the browser's
