@@ -207,6 +207,16 @@ def test_the_console_calls_only_documented_routes(client: TestClient) -> None:
     for path in paths:
         concrete = "/api/v1" + re.sub(r"\$\{[^}]+\}", "X", path)
         assert any(p.match(concrete) for p in patterns), f"console.js calls {path}, which the API does not document"
+    # And with a method the document lists for that path.
+    calls = 0
+    for found in re.finditer(r"""api\(\s*[`"](/[^`"?]*)""", source):
+        window = source[found.end() : found.end() + 200].split("api(")[0]
+        method = re.search(r'method: "([A-Z]+)"', window)
+        concrete = "/api/v1" + re.sub(r"\$\{[^}]+\}", "X", found.group(1))
+        ops = [ops for p, ops in zip(patterns, documented.values(), strict=True) if p.match(concrete)]
+        assert any((method.group(1) if method else "GET").lower() in o for o in ops), found.group(0)
+        calls += 1
+    assert calls >= 15
     assert "fetch(" not in source.replace("fetch(API + ", "")  # no request that bypasses the API prefix
 
 

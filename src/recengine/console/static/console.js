@@ -247,6 +247,7 @@
       const b = answer.body;
       box.append(el("p", { class: "answer" },
         `answered by ${b.engine} ${b.model_version} · ${fmt(b.took_ms, 1)} ms · ${b.cached ? "cached" : "computed"}`,
+        b.experiment ? ` · experiment ${b.experiment.name}, arm ${b.experiment.arm}` : "",
         b.fallback ? el("span", { class: "fallback" }, ` · fallback: ${b.fallback}`) : ""));
       const list = el("ol", { class: "items" });
       for (const item of b.items) {
