@@ -57,7 +57,7 @@ TORCH_PIN = "torch==2.13.0"
 PINS: dict[str, list[str]] = {
     "rectools": ["rectools[torch]==0.19.*"],
     # RecBole 1.2.1 (2024) predates numpy 2 and pandas 3; its trainer imports these at module level.
-    "recbole": ["recbole==1.2.1", "numpy<2", "pandas<3", "scipy<1.14", "pyarrow", "ray<2.10", "thop", "tensorboard"],
+    "recbole": ["recbole==1.2.1", "numpy<2", "pandas<3"],
     "fake": [],
 }
 #: Published reference points under the same protocol (full ranking, leave-one-out), from the issue.
@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED="1")
     print("== " + " ".join(cmd), flush=True)
-    rc = subprocess.run(cmd, env=env, check=False).returncode
+    rc = subprocess.run(cmd, env=env, cwd=work, check=False).returncode  # cwd: logs a peer writes stay there
     if rc != 0:
         print(f"the peer exited with status {rc}; rerun with --resume to continue from its last epoch", file=sys.stderr)
         return rc
