@@ -136,7 +136,8 @@ class RecBolePeer:
                 known = known[known > 0][-MAX_LEN:]
                 seq[i, : len(known)] = known
                 lens[i] = max(1, len(known))
-            inter = Interaction({self.model.ITEM_SEQ: torch.from_numpy(seq), self.model.ITEM_SEQ_LEN: torch.from_numpy(lens)})
+            fields = {self.model.ITEM_SEQ: torch.from_numpy(seq), self.model.ITEM_SEQ_LEN: torch.from_numpy(lens)}
+            inter = Interaction(fields)
             scores = self.model.full_sort_predict(inter.to(self.device)).float().cpu().numpy()
             ours = np.full((len(hs), self.n_items + 1), -np.inf, dtype=np.float32)
             ours[:, self.ours_of_internal] = scores[:, 1:]
