@@ -161,11 +161,7 @@ def run_loop(make: Callable[[Export, argparse.Namespace], Adapter], argv: Sequen
         _log(f"already early-stopped at epoch {state['curve'][-1]['epoch']}; best epoch {state['best_epoch']}")
     else:
         state.pop("stop_reason", None)
-        if state["last_ckpt"]:
-            adapter.load(ckpts / state["last_ckpt"])
-            _log(f"resumed after epoch {state['curve'][-1]['epoch']} from {state['last_ckpt']}")
-        else:
-            adapter.init()
+        ready = False  # the model is loaded only when an epoch is to be trained: a run already at its cap just lists
         while True:
             done = len(state["curve"])
             spent = sum(c["train_s"] + c["eval_s"] for c in state["curve"])
@@ -178,6 +174,13 @@ def run_loop(make: Callable[[Export, argparse.Namespace], Adapter], argv: Sequen
             if state["best_epoch"] is not None and done - state["best_epoch"] >= args.patience:
                 state["stop_reason"] = "early_stopped"
                 break
+            if not ready:
+                if state["last_ckpt"]:
+                    adapter.load(ckpts / state["last_ckpt"])
+                    _log(f"resumed after epoch {done} from {state['last_ckpt']}")
+                else:
+                    adapter.init()
+                ready = True
             epoch = done + 1
             t0 = time.perf_counter()
             adapter.train_epoch()
