@@ -172,6 +172,7 @@ def test_a_capped_run_is_a_lower_bound_and_resume_carries_it_to_early_stopping(
     assert done["curve_summary"]["best_epoch"] == 3
     pids = [c["pid"] for c in done["curve"]]
     assert pids[0] == pids[1] != pids[2] == pids[3]
+    assert {c["commit"] for c in done["curve"]} == {done["commit"]}  # each epoch names the checkout that ran it
     # Scored by our evaluator: the test figures are those of the best epoch's lists.
     assert 0 < done["test"]["ndcg@10"] <= done["test"]["hr@10"] <= done["test"]["hr@20"] <= 1
     assert len(done["test_ranks"]) == done["test"]["n_users"] == 80

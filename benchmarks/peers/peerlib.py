@@ -15,9 +15,10 @@ The work folder (written by ``run.py``):
 
 What the peer writes under ``out/``:
 
-- ``progress.json`` — the validation curve (``epoch``, ``valid_ndcg@10``, ``train_s``, ``eval_s``, ``pid``), the
-  best epoch, the checkpoint to resume from, and ``stop_reason`` (``early_stopped``, ``max_epochs``,
-  ``max_hours``) once the loop has ended; rewritten after every epoch, after that epoch's checkpoint is on disk
+- ``progress.json`` — the validation curve (``epoch``, ``valid_ndcg@10``, ``train_s``, ``eval_s``, ``pid``,
+  ``commit``), the best epoch, the checkpoint to resume from, and ``stop_reason`` (``early_stopped``,
+  ``max_epochs``, ``max_hours``) once the loop has ended; rewritten after every epoch, once that epoch's
+  checkpoint is on disk
 - ``ckpt/epoch-N/`` — the peer's own checkpoint of the last and of the best epoch (older ones are removed)
 - ``lists.npz`` — the best epoch's top-``K`` lists, history excluded, for the valid and the test users
   (``valid_users``, ``valid_top`` (n, K), ``test_users``, ``test_top``; ``0`` pads a list shorter than ``K``)
@@ -194,6 +195,7 @@ def run_loop(make: Callable[[Export, argparse.Namespace], Adapter], argv: Sequen
                     "train_s": round(t1 - t0, 2),
                     "eval_s": round(t2 - t1, 2),
                     "pid": os.getpid(),  # which process ran it: a resumed run shows where it restarted
+                    "commit": os.environ.get("RECENGINE_PEERS_COMMIT", "unknown"),  # the driver's checkout
                 }
             )
             name = f"epoch-{epoch}"

@@ -403,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     # The peer sees its own environment only: no PYTHONPATH into our sources, threads as asked.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED="1")
+    env["RECENGINE_PEERS_COMMIT"] = commit()  # recorded with each epoch: a resumed run may span commits
     print("== " + " ".join(cmd), flush=True)
     rc = subprocess.run(cmd, env=env, cwd=work, check=False).returncode  # cwd: logs a peer writes stay there
     if rc != 0:
@@ -433,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         "curve": progress["curve"],
         "curve_summary": summarize_curve(progress["curve"], progress["best_epoch"]),
         "command": command,
-        "commit": commit(),
+        "commit": commit(),  # at scoring time; each epoch's own is in the curve
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     for split in ("valid", "test"):
