@@ -378,9 +378,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{work} holds a run on other data ({meta_path}); start it afresh without --resume", file=sys.stderr)
         return 2
     if stale or not args.resume:
-        if not args.resume:  # a fresh run: only what this script wrote there goes
-            for sub in ("data", "out"):
-                shutil.rmtree(work / sub, ignore_errors=True)
+        # A fresh export: what this script and the peers derived from the last one goes (nothing else there).
+        for sub in ("data", "out", "recbole"):
+            shutil.rmtree(work / sub, ignore_errors=True)
         meta = export_dataset(dataset, data_dir)
     else:
         meta = json.loads(meta_path.read_text())
