@@ -226,3 +226,24 @@ def test_a_ready_peer_environment_is_reused_without_installing(driver: ModuleTyp
     # A base interpreter that does not exist: creating or installing anything would fail.
     assert driver.ensure_venv("rectools", venv, base_python=str(tmp_path / "none")) == venv / "bin" / "python"
     assert os.path.isfile(venv / "bin" / "python")
+
+
+def test_peer_scripts_import_their_library_numpy_and_pandas_only() -> None:
+    import ast
+
+    allowed = {
+        "peerlib.py": {"numpy"},
+        "fake_peer.py": {"numpy", "peerlib"},
+        "rectools_peer.py": {"numpy", "pandas", "torch", "pytorch_lightning", "rectools", "peerlib"},
+        "recbole_peer.py": {"numpy", "torch", "recbole", "peerlib"},
+    }
+    for name, libraries in allowed.items():
+        tree = ast.parse((PEERS / name).read_text())
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+        third_party = found - set(sys.stdlib_module_names)
+        assert third_party == libraries, (name, third_party)
