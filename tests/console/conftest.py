@@ -33,7 +33,9 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running in the main thread until it stops,
+# and every later asyncio.run() in the suite would then fail ("cannot be called from a running event loop").
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
