@@ -164,19 +164,23 @@ class RankerSettings(_Section):
     without one are skipped, and training fails when none is left."""
     candidates: int = Field(default=100, ge=1, le=2000)
     """Top-M items taken from each base engine per user (history left out); the union is what the ranker orders."""
-    max_users: int | None = Field(default=20_000, ge=10)
+    max_users: int | None = Field(default=10_000, ge=10)
     """Validation users the ranker learns from (a seeded sample when there are more); None takes every one."""
     folds: int = Field(default=3, ge=2, le=10)
     """Cross-validation folds over validation users, for the grid and the number of boosting rounds."""
-    num_leaves: list[int] = Field(default_factory=lambda: [15, 63])
+    num_leaves: list[int] = Field(default_factory=lambda: [7, 31])
+    """Tree sizes tried (the grid is num_leaves × learning_rates; each point costs ``folds`` trainings)."""
     learning_rates: list[float] = Field(default_factory=lambda: [0.05, 0.1])
     max_rounds: int = Field(default=300, ge=1, le=10_000)
     """Boosting rounds at most; each fold stops early after ``early_stopping`` rounds without a better NDCG@10."""
     early_stopping: int = Field(default=20, ge=1, le=1000)
     min_data_in_leaf: int = Field(default=20, ge=1)
     seed: int = 0
-    training_threads: int = Field(default=2, ge=1, le=64)
+    training_threads: int | None = Field(default=None, ge=1, le=256)
+    """LightGBM's threads while training; None = every core (on a machine shared with other work, fewer threads
+    are faster: OpenMP threads spin while waiting for a core)."""
     inference_threads: int = Field(default=1, ge=1, le=64)
+    """LightGBM's threads per request (torch's are the base engines' own ``inference_threads``)."""
 
     @field_validator("base_engines")
     @classmethod

@@ -91,6 +91,7 @@ class ItemFeatures:
             indices.extend(sorted({vocab[c] for c in row}))
             indptr[i + 1] = len(indices)
         self.n_categories = len(vocab)
+        self._cat_lengths = np.diff(indptr)  # categories per item
         #: (N+1, C) binary item × category matrix, CSR
         self.categories = sp.csr_matrix(
             (np.ones(len(indices), dtype=np.float32), np.asarray(indices, dtype=np.int64), indptr),
@@ -119,20 +120,27 @@ class ItemFeatures:
         if self.n_categories == 0 or rows.size == 0:
             return out
         c = self.categories
+        # Per history, the share of its (distinct) items in each category: (B, C).
         share = np.zeros((len(histories), c.shape[1]), dtype=np.float32)
-        for i, h in enumerate(histories):
-            u = np.unique(h)
-            share[i] = np.asarray(c[u].sum(axis=0)).reshape(-1) / max(1, u.size)
-        lengths = np.diff(c.indptr)[items]
-        has = lengths > 0
-        # Every (pair, category of the pair's item), flattened: the item's slice of the CSR index array.
-        pair = np.repeat(np.arange(rows.size), lengths)
-        offset = np.arange(pair.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        cats = c.indices[np.repeat(c.indptr[items], lengths) + offset]
+        uniq = [np.unique(h) for h in histories]
+        h_rows = np.repeat(np.arange(len(uniq)), [u.size for u in uniq])
+        h_pair, h_cats = self._pair_categories(np.concatenate(uniq) if uniq else np.zeros(0, np.int64))
+        np.add.at(share, (h_rows[h_pair], h_cats), 1.0)
+        share /= np.maximum(1, np.asarray([u.size for u in uniq], dtype=np.float32))[:, None]
+        has = self._cat_lengths[items] > 0
+        pair, cats = self._pair_categories(items)
         best = np.zeros(rows.size, dtype=np.float32)
         np.maximum.at(best, pair, share[rows[pair], cats])
         out[has] = best[has]
         return out
+
+    def _pair_categories(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every (position in ``items``, category of that item), flattened from the CSR incidence matrix."""
+        c = self.categories
+        lengths = self._cat_lengths[items]
+        pair = np.repeat(np.arange(items.size), lengths)
+        offset = np.arange(pair.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return pair, c.indices[np.repeat(c.indptr[items], lengths) + offset]
 
 
 class Ranker(Engine):
@@ -446,7 +454,7 @@ def _params(config: RankerSettings, num_leaves: int, lr: float) -> dict[str, Any
         "num_leaves": num_leaves,
         "learning_rate": lr,
         "min_data_in_leaf": config.min_data_in_leaf,
-        "num_threads": config.training_threads,
+        "num_threads": config.training_threads or 0,  # 0: LightGBM's default (OpenMP's: every core)
         "seed": config.seed,
         "deterministic": True,
         "force_row_wise": True,
