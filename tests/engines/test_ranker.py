@@ -183,6 +183,20 @@ def test_training_skips_base_engines_it_cannot_use_and_refuses_when_none_is_left
     config_path.write_text(config_path.read_text().replace(small_dataset.content_hash, "another-hash"))
     with pytest.raises(ConfigError, match=r"popularity: .*trained on data set another-hash"):
         Ranker.fit(small_dataset, TINY_SECTIONS["ranker"], artifacts_dir=tmp_path)
+    # A refit EASE has trained on the validation targets: refused too. A usable neural model is kept, and the
+    # refusals are recorded.
+    ease = ranker.bases["ease"]
+    refit_ease = type(ease).load(ranker.base_paths["ease"])
+    refit_ease.config["refit"] = {"on": "all"}
+    set_current(refit_ease.save(version_dir(tmp_path, "ease", "e-refit")))
+    with pytest.raises(ConfigError, match=r"ease: .*is a refit model"):
+        Ranker.fit(small_dataset, TINY_SECTIONS["ranker"], artifacts_dir=tmp_path)
+    neural = ranker.bases["neural"]
+    set_current(shutil.copytree(ranker.base_paths["neural"], version_dir(tmp_path, "neural", neural.version)))
+    only = Ranker.fit(small_dataset, TINY_SECTIONS["ranker"], artifacts_dir=tmp_path)
+    assert list(only.bases) == ["neural"]
+    assert set(only.metrics["skipped_base_engines"]) == {"transformer", "ease", "popularity"}
+    assert only.config["features"][:2] == ["neural_score", "neural_rank"]
 
 
 def test_a_data_set_without_validation_and_a_refit_are_refused(ranker: Ranker, small_dataset: Dataset) -> None:
