@@ -206,3 +206,13 @@ def test_retrain_refuses_the_ranker_it_cannot_refit(tmp_path: Path, monkeypatch:
     code, output = run("retrain", "--engine", "ranker")
     assert code == 2, output
     assert "ranker learns from the validation targets and cannot be refit" in " ".join(output.split())
+
+
+def test_retrain_all_leaves_the_ranker_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "artifacts" / "ranker" / "r1").mkdir(parents=True)
+    (tmp_path / "artifacts" / "ranker" / "CURRENT").write_text("r1\n")
+    monkeypatch.setenv("RECENGINE_SERVING__ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    code, output = run("retrain", "--all")
+    assert code == 2, output
+    assert "only ranker served" in output and "cannot be refit" in " ".join(output.split())

@@ -348,6 +348,8 @@ def retrain(
     served = [n for n in ENGINE_NAMES if current_dir(artifacts, n) is not None]
     # --all leaves out what cannot be refit (the ranker): it is trained again with `recengine train`.
     names = list(engine or [n for n in served if not engine_class(n).learns_from_validation])
+    if not names and served:
+        raise fail(f"--all: only {', '.join(served)} served in {artifacts}, and it cannot be refit")
     if not names:
         raise fail(f"--all: no engine has a served model in {artifacts}; name one with --engine")
     if catalogue is not None and not catalogue.exists():
