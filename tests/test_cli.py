@@ -199,3 +199,20 @@ def test_training_prints_no_library_noise(workspace: Path, tmp_path: Path) -> No
     for noise in ("GPU available", "TPU available", "Tip:", "litlogger", "LeafSpec", "`Trainer.fit` stopped"):
         assert noise not in output, f"{noise!r} in:\n{output}"
     assert "ndcg@10" in output  # the figures a user came for are still there
+
+
+def test_retrain_refuses_the_ranker_it_cannot_refit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, output = run("retrain", "--engine", "ranker")
+    assert code == 2, output
+    assert "ranker learns from the validation targets and cannot be refit" in " ".join(output.split())
+
+
+def test_retrain_all_leaves_the_ranker_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "artifacts" / "ranker" / "r1").mkdir(parents=True)
+    (tmp_path / "artifacts" / "ranker" / "CURRENT").write_text("r1\n")
+    monkeypatch.setenv("RECENGINE_SERVING__ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    code, output = run("retrain", "--all")
+    assert code == 2, output
+    assert "only ranker served" in output and "cannot be refit" in " ".join(output.split())

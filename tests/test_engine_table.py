@@ -23,9 +23,10 @@ from recengine.settings import RUNTIME_KEYS, EnginesSettings, Settings
 
 
 def test_the_derived_orders_are_the_served_ones() -> None:
-    assert ENGINE_NAMES == ("popularity", "ease", "transformer", "neural")
-    assert FALLBACK_ORDER == ("transformer", "neural", "ease", "popularity")
-    assert SIMILAR_ORDER == ("neural", "ease", "transformer", "popularity")
+    assert ENGINE_NAMES == ("popularity", "ease", "transformer", "neural", "ranker")
+    # The ranker composes the others: it comes after them; the floor still ends every chain (serving/routing.py).
+    assert FALLBACK_ORDER == ("transformer", "neural", "ease", "popularity", "ranker")
+    assert SIMILAR_ORDER == ("neural", "ease", "transformer", "popularity", "ranker")
     assert RULE_ENGINES == {"floor": "popularity", "short_history": "neural", "long_history": "transformer"}
     assert FLOOR == "popularity"
     assert list(ENGINE_CLASSES) == list(ENGINE_NAMES)

@@ -344,9 +344,17 @@ def retrain(
     with errors_to_exit():
         interval = parse_every(every) if every is not None else None
         for name in engine or ():
-            engine_class(name)
+            if engine_class(name).learns_from_validation:
+                raise fail(
+                    f"retrain: {name} learns from the validation targets and cannot be refit; once its base "
+                    f"engines are retrained, train it again on a split data set (recengine train --engine {name})"
+                )
     artifacts = settings.serving.artifacts_dir
-    names = list(engine or [n for n in ENGINE_NAMES if current_dir(artifacts, n) is not None])
+    served = [n for n in ENGINE_NAMES if current_dir(artifacts, n) is not None]
+    # --all leaves out what cannot be refit (the ranker): it is trained again with `recengine train`.
+    names = list(engine or [n for n in served if not engine_class(n).learns_from_validation])
+    if not names and served:
+        raise fail(f"--all: only {', '.join(served)} served in {artifacts}, and it cannot be refit")
     if not names:
         raise fail(f"--all: no engine has a served model in {artifacts}; name one with --engine")
     from recengine.training.retrain import is_catalogue_store

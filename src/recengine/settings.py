@@ -157,11 +157,56 @@ class NeuralSettings(_Section):
     inference_threads: int = Field(default=1, ge=1, le=64)
 
 
+class RankerSettings(_Section):
+    """The ranking stage (engines/ranker.py): LightGBM lambdarank over the union of the base engines' candidates."""
+
+    enabled: bool = True
+    base_engines: list[str] = Field(default_factory=lambda: ["transformer", "neural", "ease", "popularity"])
+    """Engines whose CURRENT models (trained on the same data set) supply candidates and score features; those
+    without one are skipped, and training fails when none is left."""
+    candidates: int = Field(default=100, ge=1, le=2000)
+    """Top-M items taken from each base engine per user (history left out); the union is what the ranker orders."""
+    max_users: int | None = Field(default=10_000, ge=10)
+    """Validation users the ranker learns from (a seeded sample when there are more); None takes every one."""
+    folds: int = Field(default=3, ge=2, le=10)
+    """Cross-validation folds over validation users, for the grid and the number of boosting rounds."""
+    num_leaves: list[int] = Field(default_factory=lambda: [7, 31])
+    """Tree sizes tried (the grid is num_leaves × learning_rates; each point costs ``folds`` trainings)."""
+    learning_rates: list[float] = Field(default_factory=lambda: [0.05, 0.1])
+    max_rounds: int = Field(default=300, ge=1, le=10_000)
+    """Boosting rounds at most; each fold stops early after ``early_stopping`` rounds without a better NDCG@10."""
+    early_stopping: int = Field(default=20, ge=1, le=1000)
+    min_data_in_leaf: int = Field(default=20, ge=1)
+    seed: int = 0
+    training_threads: int | None = Field(default=None, ge=1, le=256)
+    """LightGBM's threads while training; None = every core (on a machine shared with other work, fewer threads
+    are faster: OpenMP threads spin while waiting for a core)."""
+    inference_threads: int = Field(default=1, ge=1, le=64)
+    """LightGBM's threads per request (torch's are the base engines' own ``inference_threads``)."""
+
+    @field_validator("base_engines")
+    @classmethod
+    def _known_bases(cls, v: list[str]) -> list[str]:
+        allowed = [n for n in ENGINE_NAMES if n != "ranker"]
+        unknown = [n for n in v if n not in allowed]
+        if not v or unknown or len(set(v)) != len(v):
+            raise ValueError(f"must list distinct engines among {', '.join(allowed)} (got {v})")
+        return v
+
+    @field_validator("num_leaves", "learning_rates")
+    @classmethod
+    def _grid(cls, v: list[Any]) -> list[Any]:
+        if not v or any(x <= 0 for x in v):
+            raise ValueError("must be a non-empty list of positive numbers")
+        return v
+
+
 class EnginesSettings(_Section):
     popularity: PopularitySettings = Field(default_factory=PopularitySettings)
     ease: EaseSettings = Field(default_factory=EaseSettings)
     transformer: TransformerSettings = Field(default_factory=TransformerSettings)
     neural: NeuralSettings = Field(default_factory=NeuralSettings)
+    ranker: RankerSettings = Field(default_factory=RankerSettings)
 
 
 # One section per row of the engine table, in its order (the runtime switches are listed from the table).

@@ -112,3 +112,12 @@ def test_the_patch_schema_lists_exactly_the_runtime_keys(schema: dict[str, Any])
     assert set(RUNTIME_KEYS) <= set(body["properties"])
     assert body["properties"]["cache.ttl_s"]["type"] == "number"
     assert body["properties"]["engines"]["properties"]["ease"]["properties"]["enabled"] == {"type": "boolean"}
+
+
+def test_the_engine_enum_offers_the_ranker_on_both_recommendation_routes(schema: dict[str, Any]) -> None:
+    get = schema["paths"]["/api/v1/recommendations"]["get"]
+    param = next(p for p in get["parameters"] if p["name"] == "engine")["schema"]
+    body = schema["components"]["schemas"]["RecommendBody"]["properties"]["engine"]
+    for node in (param, body):
+        enums = [b["enum"] for b in node.get("anyOf", [node]) if "enum" in b]
+        assert enums and "ranker" in enums[0], node

@@ -209,7 +209,7 @@ def test_events_reject_empty_and_invalid_json_and_huge_batches(client: TestClien
 
 def test_engines(client: TestClient) -> None:
     engines = {e["name"]: e for e in client.get("/api/v1/engines").json()["engines"]}
-    assert set(engines) == {"popularity", "ease", "transformer", "neural"}
+    assert set(engines) == {"popularity", "ease", "transformer", "neural", "ranker"}
     assert engines["ease"]["loaded"] and engines["ease"]["model_version"] == "e1"
     assert engines["ease"]["circuit"] == "closed" and engines["ease"]["health"] == "ok"
     assert not engines["transformer"]["loaded"] and engines["transformer"]["health"] == "not_loaded"

@@ -10,11 +10,13 @@ import pytest
 
 from recengine.data.dataset import Dataset
 from recengine.engines import ENGINE_CLASSES
+from recengine.engines.artifact import set_current, version_dir
 from recengine.engines.base import Engine
 from recengine.settings import (
     EaseSettings,
     NeuralSettings,
     PopularitySettings,
+    RankerSettings,
     TrainingSettings,
     TransformerSettings,
 )
@@ -30,6 +32,16 @@ TINY_SECTIONS: dict[str, Any] = {
         max_len=20, d_model=16, n_layers=1, n_heads=2, dropout=0.1, lr=None, warmup_steps=None, patience=None
     ),
     "neural": NeuralSettings(d_model=16, max_len=20),
+    "ranker": RankerSettings(
+        candidates=30,
+        folds=2,
+        num_leaves=[4, 8],
+        learning_rates=[0.1],
+        max_rounds=30,
+        early_stopping=5,
+        min_data_in_leaf=5,
+        training_threads=1,
+    ),
 }
 assert set(TINY_SECTIONS) == set(ENGINE_CLASSES), "every engine needs a tiny configuration"
 
@@ -56,7 +68,12 @@ def fitted(small_dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> 
 
     def get(name: str) -> Engine:
         if name not in engines:
-            engines[name] = fitted_engine(name, small_dataset, tmp_path_factory.mktemp(f"fit-{name}"))
+            tmp = tmp_path_factory.mktemp(f"fit-{name}")
+            if name == "ranker":  # built on the others' models: their CURRENT artifacts under its artifacts folder
+                for base in TINY_SECTIONS["ranker"].base_engines:
+                    model = get(base)
+                    set_current(model.save(version_dir(tmp, base, model.version)))
+            engines[name] = fitted_engine(name, small_dataset, tmp)
         return engines[name]
 
     return get

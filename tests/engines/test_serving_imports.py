@@ -11,7 +11,10 @@ import recengine.engines
 
 ENGINES = Path(recengine.engines.__file__).parent
 SERVING_FILES = sorted(
-    [*ENGINES.glob("*/engine.py"), ENGINES / "base.py", ENGINES / "popularity.py", ENGINES / "ease.py"]
+    [
+        *ENGINES.glob("*/engine.py"),
+        *(ENGINES / name for name in ("base.py", "popularity.py", "ease.py", "ranker.py")),
+    ]
 )
 TRAINING_MODULES = ("lightning", "mlflow", "recengine.training")
 

@@ -62,6 +62,9 @@ ENGINES: tuple[EngineEntry, ...] = (
         similar_rank=1,
         role="short_history",
     ),
+    # The ranking stage over the others' candidates: no routing role (chosen by name, an experiment or the routing
+    # settings), and last in the fallback chain before the floor, after every engine it composes.
+    EngineEntry("ranker", "recengine.engines.ranker:Ranker", True, fallback_rank=5, similar_rank=5),
 )
 
 ENGINE_NAMES: tuple[str, ...] = tuple(e.name for e in ENGINES)

@@ -68,6 +68,9 @@ class Engine(ABC):
     #: Module of the engine's Lightning training task (``build_task`` / ``from_trained``, see ``training/task.py``)
     #: for an engine trained by gradient descent; None for a closed-form engine, which implements :meth:`fit`.
     training_task: ClassVar[str | None] = None
+    #: True for an engine that learns from the validation targets (the ranker): its own validation figures are
+    #: in-sample, so ``training.run`` reports its held-out estimate (``cv_ndcg@10``) instead, and refuses to refit it.
+    learns_from_validation: ClassVar[bool] = False
 
     @classmethod
     def fit(cls, dataset: Dataset, config: Any, **kwargs: Any) -> Self:

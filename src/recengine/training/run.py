@@ -142,7 +142,7 @@ def fit(
     with run as tracker:
         if cls.training_task is None:
             tracker.log_params(_params(section, training, dataset))
-            model = _fit_closed_form(cls, dataset, section, training, progress)
+            model = _fit_closed_form(cls, dataset, section, training, progress, tracking_dir)
         else:
             model = _fit_task(
                 cls.training_task, engine, dataset, section, training, tracking_dir, progress, callbacks, tracker
@@ -173,6 +173,11 @@ def refit(
     nothing is written here.
     """
     cls = engine_class(engine)
+    if cls.learns_from_validation:
+        raise ConfigError(
+            f"engine {engine!r} learns from the validation targets: it cannot be refit on every interaction; "
+            "train it again (recengine train) once its base engines are trained on the new data set"
+        )
     everything = replace(dataset, split=np.zeros_like(dataset.split), manifest={**dataset.manifest}, path=None)
     everything.manifest["content_hash"] = None
     hyper = dict(selected.config.get("hyper_parameters") or {})
@@ -263,18 +268,28 @@ def _params(
 
 
 def _fit_closed_form(
-    cls: type[Engine], dataset: Dataset, section: BaseModel, training: TrainingSettings, progress: Progress | None
+    cls: type[Engine],
+    dataset: Dataset,
+    section: BaseModel,
+    training: TrainingSettings,
+    progress: Progress | None,
+    artifacts_dir: Path | None = None,
 ) -> Engine:
-    """One "epoch": the engine's own fit, then the validation every engine is reported on."""
+    """One "epoch": the engine's own fit, then the validation every engine is reported on.
+
+    ``artifacts_dir`` reaches the fit of an engine built on other engines' models (the ranker reads its base
+    engines' CURRENT artifacts there); the others ignore it."""
     started = time.perf_counter()
     note = None if progress is None else (lambda message: progress(message, None, None))
-    model = cls.fit(dataset, section, progress=note)
+    model = cls.fit(dataset, section, progress=note, artifacts_dir=artifacts_dir)
     valid = validation_metrics(model.score, dataset, max_users=training.valid_users)
+    # An engine trained on the validation targets scores in-sample there: report its cross-validated estimate.
+    held_out = model.metrics.get("cv_ndcg@10") if cls.learns_from_validation else valid.get(MONITOR)
     model.metrics = {
         **model.metrics,
         "best_epoch": 1,
         "epochs_run": 1,
-        "valid_ndcg@10": valid.get(MONITOR),
+        "valid_ndcg@10": held_out,
         "seconds_per_epoch": round(time.perf_counter() - started, 2),
         "valid_history": [{"epoch": 0.0, **valid}] if valid else [],
     }
