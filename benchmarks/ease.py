@@ -19,7 +19,6 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from child import child_result
 from provenance import provenance_lines, write_report
 from quality import DATASETS, ROOT, bench_root, load_dataset
 
@@ -87,21 +87,6 @@ def run_one(dataset_name: str, mode: str, sample_path: Path) -> dict[str, Any]:
     }
 
 
-def child(dataset_name: str, mode: str, sample_path: Path) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--one", dataset_name, mode, str(sample_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not result:
-        print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
-        sys.exit(f"{dataset_name} / {mode} failed (exit {proc.returncode})")
-    row: dict[str, Any] = json.loads(result[-1].removeprefix("RESULT "))
-    return row
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["beauty"], choices=list(DATASETS))
@@ -120,7 +105,7 @@ def main() -> None:
             runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
             for r in range(args.rounds):
                 for mode in MODES if r % 2 == 0 else MODES[::-1]:
-                    row = child(ds, mode, Path(tmp) / f"{ds}-{mode}.npy")
+                    row = child_result(__file__, [ds, mode, str(Path(tmp) / f"{ds}-{mode}.npy")])
                     runs[mode].append(row)
                     print(f"{ds} round {r + 1} {mode}: {row['seconds']:.1f} s, {row['peak_rss_gb']:.2f} GB", flush=True)
             samples = {m: Path(tmp) / f"{ds}-{m}.npy" for m in MODES}

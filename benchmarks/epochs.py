@@ -16,13 +16,13 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from child import child_result
 from provenance import provenance_lines, write_report
 from quality import DATASETS, ROOT, bench_root, load_dataset
 
@@ -71,18 +71,7 @@ def main() -> None:
     for ds in args.datasets:
         for r in range(args.rounds):
             for engine in ENGINES if r % 2 == 0 else ENGINES[::-1]:
-                proc = subprocess.run(
-                    [sys.executable, __file__, "--one", ds, engine, str(args.epochs)],
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                    check=False,
-                )
-                result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-                if proc.returncode != 0 or not result:
-                    print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
-                    sys.exit(f"{ds} / {engine} failed (exit {proc.returncode})")
-                row = json.loads(result[-1].removeprefix("RESULT "))
+                row = child_result(__file__, [ds, engine, str(args.epochs)], env)
                 rows.setdefault((ds, engine), []).append(row)
                 print(f"{ds} round {r + 1} {engine}: {row['seconds_per_epoch']:.1f} s/epoch", flush=True)
     lines = [

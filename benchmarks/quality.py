@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from child import child_result
 from provenance import commit, provenance_lines, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -335,17 +335,7 @@ def main() -> None:
                     print(f"== {ds} / {engine} / seed {seed}: kept (measured at {here})", flush=True)
                     continue
                 print(f"== {ds} / {engine} / seed {seed}", flush=True)
-                proc = subprocess.run(
-                    [sys.executable, __file__, "--one", ds, engine, str(seed)],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-                if proc.returncode != 0 or not result:
-                    print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
-                    sys.exit(f"{ds} / {engine} / seed {seed} failed (exit {proc.returncode})")
-                row = json.loads(result[-1].removeprefix("RESULT "))
+                row = child_result(__file__, [ds, engine, str(seed)])
                 row.update(command=command, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), commit=here)
                 print(
                     f"   valid ndcg@10={row['valid_ndcg@10']:.4f}  test ndcg@10={row['ndcg@10']:.4f} "

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from child import child_result
 from provenance import ROOT, provenance_lines, write_report
 
 PY = sys.executable
@@ -312,16 +313,6 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def child(args: list[str]) -> list[dict[str, Any]]:
-    proc = subprocess.run([PY, __file__, "--one", *args], capture_output=True, text=True, check=False)
-    result = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not result:
-        print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
-        raise SystemExit(f"{' '.join(args[:2])} failed (exit {proc.returncode})")
-    rows: list[dict[str, Any]] = json.loads(result[-1].removeprefix("RESULT "))
-    return rows
-
-
 def exponent(points: list[tuple[float, float]]) -> float | None:
     """b of y ∝ x^b, least squares on log–log (None with fewer than two sizes)."""
     if len(points) < 2:
@@ -396,7 +387,7 @@ def main() -> None:
                 jobs.append(["ingest", label, str(workdir), url, str(args.ingest_events), str(args.ingest_batch)])
             for job in jobs:
                 t0 = time.perf_counter()
-                got = child(job)
+                got: list[dict[str, Any]] = child_result(__file__, job)
                 for r in got:
                     r.update(size=label, interactions=n, items=items)
                     print(
