@@ -49,6 +49,8 @@ def client(catalogue: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Iter
             "events_db": str(root / "events.sqlite3"),
             "admin_api_key": ADMIN_KEY,
             "reload_poll_s": 0,
+            # Deadlines are not under test: a filtered IVF search on a busy 2-core machine can pass 50 ms.
+            "engine_timeout_ms": 5000,
         },
         data={"dir": str(catalogue.path)},
         observability={"log_level": "ERROR"},
